@@ -1,0 +1,1 @@
+"""Corpus loading, subsampling, packing, SFT formatting and Lightning datamodules."""
