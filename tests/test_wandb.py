@@ -1,0 +1,153 @@
+"""W&B naming, stable ids across requeues, and an offline run read back from its .wandb file."""
+
+from __future__ import annotations
+
+import json
+import struct
+from pathlib import Path
+
+import pytest
+from hydra import compose, initialize_config_dir
+
+from midtrain.paths import CONF_DIR
+from midtrain.tracking.wandb import (
+    build_wandb_logger,
+    condition_tags,
+    flatten_metrics,
+    log_summary,
+    wandb_init_kwargs,
+    wandb_run_id,
+)
+
+SECRET = "sk-test-0123456789abcdef"
+
+
+def _cfg(tmp_path: Path, *extra: str):
+    with initialize_config_dir(config_dir=str(CONF_DIR), version_base="1.3"):
+        return compose(
+            "train",
+            overrides=[
+                "logger=wandb",
+                "logger.mode=offline",
+                "logger.project=midtrain-tests",
+                f"paths.runs_root={tmp_path / 'runs'}",
+                f"paths.cache_dir={tmp_path / 'cache'}",
+                "sweep_name=wb_sweep",
+                "seed=3",
+                "condition=treatment",
+                f"+logger.api_key={SECRET}",
+                *extra,
+            ],
+        )
+
+
+def read_wandb_records(path: Path) -> list:
+    """Parse a .wandb transaction log (LevelDB log framing of protobuf ``Record`` messages)."""
+    from wandb.proto import wandb_internal_pb2 as pb
+
+    data = path.read_bytes()
+    assert data[:4] == b":W&B", f"{path} is not a W&B transaction log"
+    block, pos, pending, records = 32768, 7, b"", []
+    while pos + 7 <= len(data):
+        if block - pos % block < 7:  # trailer too short for a header: skip to the next block
+            pos += block - pos % block
+            continue
+        _crc, length, kind = struct.unpack("<IHB", data[pos : pos + 7])
+        chunk = data[pos + 7 : pos + 7 + length]
+        pos += 7 + length
+        if kind == 0 and length == 0:
+            pos += block - pos % block if pos % block else 0
+            continue
+        if kind == 1:  # full record
+            pending, payload = b"", chunk
+        elif kind == 2:  # first fragment
+            pending = chunk
+            continue
+        elif kind == 3:  # middle fragment
+            pending += chunk
+            continue
+        else:  # last fragment
+            payload, pending = pending + chunk, b""
+        rec = pb.Record()
+        rec.ParseFromString(payload)
+        records.append(rec)
+    return records
+
+
+def test_tags_and_config_without_secrets(tmp_path):
+    cfg = _cfg(tmp_path)
+    tags = condition_tags(cfg)
+    assert tags == [
+        "condition=treatment",
+        f"corpus={cfg.corpus.name}",
+        f"num_docs={cfg.corpus.num_docs}",
+        "instruct_samples=0",
+        "seed=3",
+        f"model={cfg.model.name}",
+    ]
+    kwargs = wandb_init_kwargs(cfg, tmp_path / "run", "midtrain")
+    assert kwargs["group"] == "wb_sweep" and kwargs["name"] == cfg.run_id
+    assert kwargs["job_type"] == "midtrain" and kwargs["resume"] == "allow"
+    assert SECRET not in json.dumps(kwargs["config"])
+    assert kwargs["config"]["logger"]["api_key"] == "<redacted>"
+    assert kwargs["config"]["optim"]["lr"] == cfg.optim.lr  # resolved values, not interpolations
+
+
+def test_run_id_is_stable_per_run_dir_and_stage(tmp_path):
+    a = wandb_run_id(tmp_path / "r1", "midtrain")
+    assert a == wandb_run_id(tmp_path / "r1", "midtrain")  # the requeued job
+    assert a != wandb_run_id(tmp_path / "r1", "instruct")
+    assert a != wandb_run_id(tmp_path / "r2", "midtrain")
+    stored = json.loads((tmp_path / "r1" / "wandb_ids.json").read_text())
+    assert stored == {"midtrain": a, "instruct": wandb_run_id(tmp_path / "r1", "instruct")}
+
+
+def test_bad_mode_is_refused(tmp_path):
+    with pytest.raises(ValueError, match="logger.mode.*'sometimes'"):
+        wandb_init_kwargs(_cfg(tmp_path, "logger.mode=sometimes"), tmp_path, "midtrain")
+
+
+def test_flatten_metrics_keeps_scalars():
+    flat = flatten_metrics({"eval": {"anima": {"overall_mean": 0.7, "by_dimension": {"a": 0.5}}}, "n": 3,
+                            "x": None, "l": [1, 2], "ok": True})
+    assert flat == {"eval/anima/overall_mean": 0.7, "eval/anima/by_dimension/a": 0.5, "n": 3}
+
+
+@pytest.mark.wandb
+def test_offline_run_reads_back(tmp_path, monkeypatch):
+    monkeypatch.setenv("WANDB_SILENT", "true")
+    monkeypatch.setenv("WANDB_API_KEY", SECRET)
+    cfg = _cfg(tmp_path)
+    run_dir = tmp_path / "run"
+    logger = build_wandb_logger(cfg, run_dir, "midtrain")
+    logger.log_metrics({"train/loss": 2.5}, step=0)
+    logger.log_metrics({"train/loss": 1.25}, step=1)
+    log_summary(logger.experiment, {"eval": {"anima": {"overall_mean": 0.625}}})
+    logger.experiment.finish()
+
+    run_id = wandb_run_id(run_dir, "midtrain")
+    files = list((run_dir / "wandb").glob(f"offline-run-*-{run_id}/run-{run_id}.wandb"))
+    assert len(files) == 1, sorted(p.name for p in (run_dir / "wandb").iterdir())
+    records = read_wandb_records(files[0])
+    run = next(r.run for r in records if r.WhichOneof("record_type") == "run")
+    assert run.run_id == run_id
+    assert run.run_group == "wb_sweep" and run.job_type == "midtrain" and run.display_name == cfg.run_id
+    assert run.project == "midtrain-tests"
+    assert set(run.tags) >= {"condition=treatment", "seed=3", f"num_docs={cfg.corpus.num_docs}"}
+    config = {u.key: json.loads(u.value_json) for u in run.config.update}
+    assert config["seed"] == 3 and config["sweep_name"] == "wb_sweep"
+    assert config["optim"]["lr"] == cfg.optim.lr
+    assert config["logger"]["api_key"] == "<redacted>"
+    assert SECRET.encode() not in files[0].read_bytes()
+
+    history = [
+        {"/".join(i.nested_key) or i.key: json.loads(i.value_json) for i in r.history.item}
+        for r in records
+        if r.WhichOneof("record_type") == "history"
+    ]
+    assert [h["train/loss"] for h in history if "train/loss" in h] == [2.5, 1.25]
+    summary = {}
+    for r in records:
+        if r.WhichOneof("record_type") == "summary":
+            summary.update({"/".join(u.nested_key) or u.key: json.loads(u.value_json) for u in r.summary.update})
+    assert summary["eval/anima/overall_mean"] == 0.625
