@@ -1,0 +1,114 @@
+"""Launcher presets compose on the typed submitit nodes, pair with trainer presets, and reject typos."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+from hydra import compose, initialize_config_dir
+from hydra.core.hydra_config import HydraConfig
+from hydra.errors import ConfigCompositionException
+from hydra.utils import instantiate
+from omegaconf import OmegaConf
+
+from midtrain.paths import CONF_DIR, REPO_ROOT
+
+LAUNCHER_DIR = CONF_DIR / "hydra" / "launcher"
+# Each launcher preset and the trainer preset it runs with: tasks per node must equal devices.
+PAIRED_TRAINER = {
+    "slurm_1gpu": "default",
+    "slurm_8gpu": "fsdp_8gpu",
+    "slurm_cpu": "default",
+    "local": "default",
+}
+
+
+def _compose(launcher: str, *overrides: str, config_dir: Path = CONF_DIR, name: str = "train"):
+    with initialize_config_dir(config_dir=str(config_dir), version_base="1.3"):
+        cfg = compose(name, overrides=[f"hydra/launcher={launcher}", *overrides], return_hydra_config=True)
+    HydraConfig.instance().set_config(cfg)  # so ${hydra:...} in launcher values resolves
+    return cfg
+
+
+def test_every_preset_has_a_paired_trainer():
+    assert sorted(p.stem for p in LAUNCHER_DIR.glob("*.yaml")) == sorted(PAIRED_TRAINER)
+
+
+@pytest.mark.parametrize("launcher", sorted(PAIRED_TRAINER))
+def test_preset_composes_and_matches_trainer_devices(launcher):
+    cfg = _compose(launcher, f"trainer={PAIRED_TRAINER[launcher]}")
+    hl = cfg.hydra.launcher
+    assert hl.tasks_per_node == cfg.trainer.devices
+    assert hl.nodes == cfg.trainer.num_nodes
+    if launcher.startswith("slurm"):
+        assert hl._target_.endswith("SlurmLauncher")
+        assert hl.max_num_timeout > 0, "submitit must be allowed to requeue after a time limit"
+        assert hl.additional_parameters.requeue is True
+        gpus = hl.gpus_per_node or 0
+        assert gpus in (0, cfg.trainer.devices), "one task per GPU"
+        setup = OmegaConf.to_container(hl, resolve=True)["setup"]
+        assert setup == [f"source {Path.cwd()}/slurm/env.sh"]
+    else:
+        assert hl._target_.endswith("LocalLauncher")
+    launcher_obj = instantiate(hl)
+    assert launcher_obj.params["tasks_per_node"] == cfg.trainer.devices
+
+
+def test_fsdp_trainer_has_the_default_trainer_keys():
+    default = OmegaConf.load(CONF_DIR / "trainer" / "default.yaml")
+    fsdp = OmegaConf.load(CONF_DIR / "trainer" / "fsdp_8gpu.yaml")
+    assert list(fsdp.keys()) == list(default.keys())
+    assert fsdp.strategy == "fsdp" and fsdp.devices == 8
+
+
+def test_site_settings_reach_sbatch(tmp_path):
+    """Account and partition from the `slurm:` block of conf/local land in the sbatch header."""
+    import submitit
+
+    cfg = _compose("slurm_8gpu", "trainer=fsdp_8gpu", "+slurm.account=lab", "+slurm.partition=h100",
+                   "+slurm.env_script=/opt/site/env.sh")
+    params = OmegaConf.to_container(cfg.hydra.launcher, resolve=True)
+    assert params["account"] == "lab" and params["partition"] == "h100"
+    # The same translation hydra-submitit-launcher does in `launch()`, then submitit's sbatch text.
+    base = {"timeout_min", "cpus_per_task", "gpus_per_node", "tasks_per_node", "mem_gb", "nodes", "name",
+            "stderr_to_stdout"}
+    executor = submitit.AutoExecutor(folder=tmp_path, cluster="slurm")
+    executor.update_parameters(**{
+        k if k in base else f"slurm_{k}": v
+        for k, v in params.items()
+        if k not in {"_target_", "submitit_folder", "max_num_timeout"}
+    })
+    sbatch = executor._executor._make_submission_file_text("python -m x", "uid")
+    for line in ("#SBATCH --account=lab", "#SBATCH --partition=h100", "#SBATCH --requeue",
+                 "#SBATCH --signal=USR2@180", "#SBATCH --ntasks-per-node=8", "#SBATCH --gpus-per-node=8",
+                 "source /opt/site/env.sh"):
+        assert line in sbatch, line
+
+
+def test_unknown_key_in_a_preset_fails_at_composition(tmp_path):
+    """A typo in a preset fails on the login node, when Hydra composes, before anything is submitted."""
+    (tmp_path / "hydra" / "launcher").mkdir(parents=True)
+    text = (LAUNCHER_DIR / "slurm_1gpu.yaml").read_text().replace("gpus_per_node: 1", "gpus_per_nod: 1")
+    (tmp_path / "hydra" / "launcher" / "typo.yaml").write_text(text)
+    (tmp_path / "primary.yaml").write_text(
+        f"defaults:\n  - train\n  - _self_\nhydra:\n  searchpath:\n    - file://{CONF_DIR}\n"
+    )
+    with pytest.raises(ConfigCompositionException) as err:
+        with initialize_config_dir(config_dir=str(tmp_path), version_base="1.3"):
+            compose("primary", overrides=["hydra/launcher=typo"], return_hydra_config=True)
+    assert "gpus_per_nod" in str(err.value.__cause__ or err.value)
+
+
+def test_unknown_key_on_the_command_line_fails():
+    with pytest.raises(ConfigCompositionException, match="gpus_per_nod"):
+        _compose("slurm_1gpu", "hydra.launcher.gpus_per_nod=2")
+
+
+def test_env_script_exists_and_is_sourceable():
+    env = REPO_ROOT / "slurm" / "env.sh"
+    assert env.is_file()
+    import subprocess
+
+    out = subprocess.run(["bash", "-c", f"set -eu; source {env}; echo OMP=$OMP_NUM_THREADS"],
+                         capture_output=True, text=True, check=True, env={"PATH": "/usr/bin:/bin", "HOME": "/tmp"})
+    assert "OMP=1" in out.stdout
