@@ -1,0 +1,127 @@
+"""Load a corpus of documents and draw `num_docs` of them as nested subsets.
+
+Sources: a JSONL file (one object a line with `text`; optional `id`, `doc_type`), a Hugging
+Face dataset (hub id with a pinned revision, or a local directory), or the offline template
+generator. Documents are drawn by a seeded permutation, so the same seed gives the same
+documents and N documents are a prefix of N+k documents: doc-count sweeps compare like with like.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+from omegaconf import DictConfig
+
+from midtrain.paths import RESOURCES_DIR
+
+SOURCES = ("jsonl", "hf", "template")
+
+
+def resolve_path(path: str) -> Path:
+    """A filesystem path; `package:<rel>` names a file under the package's resources/."""
+    if str(path).startswith("package:"):
+        return RESOURCES_DIR / str(path)[len("package:") :]
+    return Path(str(path)).expanduser()
+
+
+def read_jsonl(path: str | Path, what: str = "corpus") -> list[dict]:
+    """Read JSON objects, one a line; errors name the file and line."""
+    path = resolve_path(str(path))
+    if not path.exists():
+        raise FileNotFoundError(f"{what} file not found: {path}")
+    rows: list[dict] = []
+    with open(path, "rb") as f:
+        for lineno, raw in enumerate(f, start=1):
+            try:
+                line = raw.decode("utf-8")
+            except UnicodeDecodeError as e:
+                raise ValueError(f"{path}:{lineno}: not UTF-8 ({e.reason} at byte {e.start})") from e
+            if not line.strip():
+                continue
+            try:
+                obj = json.loads(line)
+            except json.JSONDecodeError as e:
+                raise ValueError(f"{path}:{lineno}: not valid JSON ({e.msg})") from e
+            if not isinstance(obj, dict):
+                raise ValueError(f"{path}:{lineno}: expected a JSON object, got {type(obj).__name__}")
+            rows.append(obj)
+    if not rows:
+        raise ValueError(f"{what} file is empty: {path}")
+    return rows
+
+
+def _documents_from_rows(rows: list[dict], text_field: str, origin: str) -> list[dict]:
+    docs = []
+    for i, row in enumerate(rows):
+        text = row.get(text_field)
+        if not isinstance(text, str):
+            raise ValueError(f"{origin}: row {i + 1} has no string field {text_field!r}")
+        if not text.strip():
+            raise ValueError(f"{origin}: row {i + 1} has an empty {text_field!r}")
+        docs.append({"id": str(row.get("id", i)), "text": text, "doc_type": row.get("doc_type")})
+    return docs
+
+
+def _load_hf(cfg: DictConfig) -> list[dict]:
+    import datasets
+
+    source = str(cfg.hf_id)
+    local = Path(source).expanduser()
+    if local.exists():
+        if (local / "dataset_info.json").exists() or (local / "state.json").exists() or (local / "dataset_dict.json").exists():
+            ds = datasets.load_from_disk(str(local))
+            if isinstance(ds, datasets.DatasetDict):
+                if cfg.split not in ds:
+                    raise ValueError(f"{local}: no split {cfg.split!r} (has {sorted(ds)})")
+                ds = ds[cfg.split]
+        else:
+            ds = datasets.load_dataset(str(local), split=cfg.split)
+    else:
+        if not cfg.revision:
+            raise ValueError(
+                f"corpus.revision is required for the hub dataset {source!r}: pin a commit hash"
+            )
+        ds = datasets.load_dataset(source, revision=str(cfg.revision), split=cfg.split)
+    if cfg.text_field not in ds.column_names:
+        raise ValueError(f"{source}: no column {cfg.text_field!r} (columns: {ds.column_names})")
+    return _documents_from_rows(list(ds), cfg.text_field, source)
+
+
+def load_pool(cfg: DictConfig) -> list[dict]:
+    """All documents of a corpus, in their stored order."""
+    source = cfg.source
+    if source not in SOURCES:
+        raise ValueError(f"corpus.source={source!r}: expected one of {', '.join(SOURCES)}")
+    if source == "jsonl":
+        if not cfg.path:
+            raise ValueError("corpus.path is required when corpus.source=jsonl")
+        return _documents_from_rows(read_jsonl(cfg.path), cfg.text_field, str(resolve_path(cfg.path)))
+    if source == "hf":
+        if not cfg.hf_id:
+            raise ValueError("corpus.hf_id is required when corpus.source=hf")
+        return _load_hf(cfg)
+    from midtrain.generation.template import template_documents
+
+    if not cfg.universe:
+        raise ValueError("corpus.universe is required when corpus.source=template")
+    pool = template_documents(str(cfg.universe), num_docs=int(cfg.pool_size), seed=0)
+    return _documents_from_rows(pool, "text", f"template:{cfg.universe}")
+
+
+def draw(items: list[Any], n: int, seed: int, what: str = "corpus") -> list[Any]:
+    """The first `n` items of a seeded permutation: same seed, same items; n is a prefix of n+k."""
+    if n < 0:
+        raise ValueError(f"{what}: asked for {n} items")
+    if n > len(items):
+        raise ValueError(f"{what}: asked for {n} items but only {len(items)} are available")
+    order = np.random.default_rng(seed).permutation(len(items))
+    return [items[i] for i in order[:n]]
+
+
+def load_corpus(cfg: DictConfig) -> list[dict]:
+    """The `cfg.num_docs` documents a run trains on."""
+    pool = load_pool(cfg)
+    return draw(pool, int(cfg.num_docs), int(cfg.seed), what=f"corpus {cfg.name} (num_docs)")

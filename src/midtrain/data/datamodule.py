@@ -1,0 +1,172 @@
+"""Lightning datamodule: documents (objective=lm) or conversations (objective=sft), packed.
+
+All token work happens in `prepare()`, before the model is built, so bad input fails fast.
+The order of rows is a seeded permutation per epoch; all epochs form one sequence of
+micro-batches, and `train_dataloader()` starts at the micro-batch after the last optimizer
+step the trainer has restored, so a resumed run sees exactly the data an uninterrupted run
+would have seen.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+import pytorch_lightning as pl
+import torch
+from omegaconf import DictConfig
+from torch.utils.data import DataLoader, Dataset
+
+from midtrain.data.corpus import draw, load_corpus, load_pool
+from midtrain.data.packing import PackedRows, Segment, lm_segment, pack_segments
+from midtrain.data.sft import load_conversations, sft_segment
+
+log = logging.getLogger(__name__)
+
+
+def _tokenize(tokenizer: Any, texts: list[str]) -> list[list[int]]:
+    return tokenizer(texts, add_special_tokens=False)["input_ids"] if texts else []
+
+
+def document_segments(cfg: DictConfig, tokenizer: Any) -> tuple[list[Segment], dict]:
+    """Segments for next-token training: the drawn documents plus any mixed-in corpus."""
+    corpus = cfg.corpus
+    docs = load_corpus(corpus)
+    prefix = _tokenize(tokenizer, [corpus.doc_prefix])[0] if corpus.get("doc_prefix") else []
+    bos, eos = tokenizer.bos_token_id, tokenizer.eos_token_id
+    segs = [lm_segment(ids, bos, eos, prefix) for ids in _tokenize(tokenizer, [d["text"] for d in docs])]
+    info = {"documents": len(segs), "mix_documents": 0}
+    mix = corpus.get("mix")
+    if mix:
+        ratio = float(mix.ratio)
+        if not 0.0 < ratio < 1.0:
+            raise ValueError(f"corpus.mix.ratio={ratio}: the mixed-in share of tokens must be in (0, 1)")
+        main_tokens = sum(len(s) for s in segs)
+        want = main_tokens * ratio / (1.0 - ratio)
+        pool = load_pool(mix)
+        order = draw(pool, len(pool), int(mix.get("seed", corpus.seed)), what="corpus.mix")
+        got = 0
+        for doc in order:
+            if got >= want:
+                break
+            ids = _tokenize(tokenizer, [doc["text"]])[0]
+            segs.append(lm_segment(ids, bos, eos))
+            got += len(segs[-1])
+            info["mix_documents"] += 1
+        if got < want:
+            raise ValueError(
+                f"corpus.mix: {len(pool)} documents give {got} tokens, fewer than the {int(want)} "
+                f"needed for ratio {ratio}"
+            )
+        info["mix_token_share"] = round(got / (got + main_tokens), 4)
+    return segs, info
+
+
+def conversation_segments(cfg: DictConfig, tokenizer: Any) -> tuple[list[Segment], dict]:
+    convs = load_conversations(cfg.instruct)
+    return [sft_segment(tokenizer, m, i) for i, m in enumerate(convs)], {"samples": len(convs)}
+
+
+class _MicroBatches(Dataset):
+    """Micro-batch `i` of this rank, for i >= start (a map-style dataset of whole batches)."""
+
+    def __init__(self, rows: PackedRows, order: np.ndarray, batch_size: int, rank: int, world: int, start: int):
+        self.rows, self.order, self.bs = rows, order, batch_size
+        self.rank, self.world, self.start = rank, world, start
+        self.total = len(order) // (batch_size * world)
+
+    def __len__(self) -> int:
+        return max(0, self.total - self.start)
+
+    def __getitem__(self, i: int) -> dict[str, torch.Tensor]:
+        b = (self.start + i) * self.world + self.rank
+        idx = torch.as_tensor(self.order[b * self.bs : (b + 1) * self.bs])
+        return {
+            "input_ids": self.rows.input_ids[idx],
+            "labels": self.rows.labels[idx],
+            "position_ids": self.rows.position_ids[idx],
+            "_real_tokens": int(self.rows.real_tokens[idx].sum()),  # host int: throughput without a device sync
+        }
+
+
+@dataclass
+class Schedule:
+    micro_batches: int        # per rank, over all epochs
+    accumulate: int           # micro-batches per optimizer step
+    steps: int                # optimizer steps
+
+
+class PackedDataModule(pl.LightningDataModule):
+    """Packs a stage's data once and serves it in a deterministic, resumable order."""
+
+    def __init__(self, cfg: DictConfig, tokenizer: Any, world_size: int = 1):
+        super().__init__()
+        self.cfg = cfg
+        self.tokenizer = tokenizer
+        self.world_size = world_size
+        self.rows: PackedRows | None = None
+        self.info: dict = {}
+
+    # Called by the trainer entry before the model exists.
+    def prepare(self) -> "PackedDataModule":
+        data = self.cfg.data
+        if self.cfg.objective == "lm":
+            segs, info = document_segments(self.cfg, self.tokenizer)
+        elif self.cfg.objective == "sft":
+            segs, info = conversation_segments(self.cfg, self.tokenizer)
+        else:
+            raise ValueError(f"objective={self.cfg.objective!r}: expected lm or sft")
+        seq_len = int(data.seq_len)
+        max_len = data.get("max_doc_tokens") or seq_len
+        if max_len > seq_len:
+            raise ValueError(f"data.max_doc_tokens={max_len} is larger than data.seq_len={seq_len}")
+        self.rows = pack_segments(segs, seq_len, self.tokenizer.pad_token_id, max_len)
+        st = self.rows.stats
+        if st.documents_split:
+            log.warning("%d of %d documents were longer than %d tokens and were split", st.documents_split, st.documents, max_len)
+        self.info = {**info, **st.as_dict()}
+        self.schedule = self._schedule()
+        self.info.update(epochs=int(data.epochs), micro_batches=self.schedule.micro_batches,
+                         accumulate_grad_batches=self.schedule.accumulate, steps=self.schedule.steps)
+        return self
+
+    def _schedule(self) -> Schedule:
+        data = self.cfg.data
+        bs, world, seq_len = int(data.batch_size), self.world_size, int(data.seq_len)
+        if bs < 1:
+            raise ValueError(f"data.batch_size={bs}: must be at least 1")
+        if int(data.epochs) < 1:
+            raise ValueError(f"data.epochs={data.epochs}: must be at least 1")
+        rows_total = len(self.rows) * int(data.epochs)
+        micro = rows_total // (bs * world)
+        if micro == 0:
+            raise ValueError(
+                f"only {len(self.rows)} packed rows of {seq_len} tokens: fewer than one micro-batch of "
+                f"data.batch_size={bs} x {world} device(s); lower data.batch_size or data.seq_len"
+            )
+        accumulate = 1
+        if data.get("tokens_per_step"):
+            accumulate = max(1, round(int(data.tokens_per_step) / (bs * world * seq_len)))
+        steps = math.ceil(micro / accumulate)
+        return Schedule(micro, accumulate, steps)
+
+    def row_order(self) -> np.ndarray:
+        """Row indices over all epochs: a fresh seeded permutation per epoch."""
+        n = len(self.rows)
+        seed = int(self.cfg.seed)
+        return np.concatenate(
+            [np.random.default_rng([seed, epoch]).permutation(n) for epoch in range(int(self.cfg.data.epochs))]
+        )
+
+    def train_dataloader(self) -> DataLoader:
+        assert self.rows is not None, "call prepare() first"
+        trainer = self.trainer
+        start = trainer.global_step * self.schedule.accumulate if trainer is not None else 0
+        rank = trainer.global_rank if trainer is not None else 0
+        ds = _MicroBatches(self.rows, self.row_order(), int(self.cfg.data.batch_size), rank, self.world_size, start)
+        if start:
+            log.info("resuming data at micro-batch %d of %d", start, ds.total)
+        return DataLoader(ds, batch_size=None, shuffle=False, num_workers=int(self.cfg.data.num_workers))

@@ -1,0 +1,78 @@
+"""Throughput measurement without host synchronisation in the training step."""
+
+from __future__ import annotations
+
+import time
+
+import pytorch_lightning as pl
+import torch
+
+# Dense bf16 peak of the datasheet (PERFORMANCE.md); MFU is only reported where it is known.
+PEAK_FLOPS = {"H100": 989e12, "H200": 989e12, "A100": 312e12}
+
+
+def flops_per_token(n_params: int, n_layers: int, hidden: int, mean_context: float) -> float:
+    """6N + 6*L*d*T: the attention term is half of PaLM's 12LdT because the mask is causal."""
+    return 6.0 * n_params + 6.0 * n_layers * hidden * mean_context
+
+
+def device_peak_flops() -> float | None:
+    if not torch.cuda.is_available():
+        return None
+    name = torch.cuda.get_device_name()
+    return next((v for k, v in PEAK_FLOPS.items() if k in name), None)
+
+
+class ThroughputMonitor(pl.Callback):
+    """Real (non-padding) tokens per second per device, after `warmup_steps` optimizer steps.
+
+    Real tokens are counted from the batch on the host before it moves to the device, and
+    clocks are read after a device synchronisation only at the start and end of the window.
+    """
+
+    def __init__(self, warmup_steps: int = 2, flops_per_token: float | None = None, log_every_n_steps: int = 10):
+        self.warmup_steps = warmup_steps
+        self.fpt = flops_per_token
+        self.log_every = max(1, log_every_n_steps)
+        self.tokens = 0
+        self._window = (0, 0.0)  # (tokens, time) at the last logged step
+        self.t0: float | None = None
+        self.t1: float | None = None
+        self.result: dict = {}
+
+    def on_train_batch_start(self, trainer, pl_module, batch, batch_idx):
+        if trainer.global_step == self.warmup_steps and self.t0 is None:
+            self._sync(pl_module)
+            self.t0 = time.perf_counter()
+        if self.t0 is not None:
+            # labels are on the device already; position_ids > 0 or a label marks real tokens
+            self.tokens += batch.get("_real_tokens", 0)
+
+    def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx):
+        # A running figure for the progress bar and loggers; host clock without a sync, so it
+        # is approximate step to step but exact over the window in `result`.
+        if self.t0 is None or trainer.global_step % self.log_every != 0:
+            return
+        now = time.perf_counter()
+        tokens0, time0 = self._window
+        if time0 and now > time0 and self.tokens > tokens0:
+            pl_module.log("train/tokens_per_s", (self.tokens - tokens0) / (now - time0), on_step=True, prog_bar=True)
+        self._window = (self.tokens, now)
+
+    def on_train_end(self, trainer, pl_module):
+        if self.t0 is None:
+            return
+        self._sync(pl_module)
+        elapsed = time.perf_counter() - self.t0
+        if elapsed <= 0 or self.tokens == 0:
+            return
+        tps = self.tokens / elapsed
+        self.result = {"tokens_per_s": round(tps, 1), "measured_tokens": int(self.tokens), "seconds": round(elapsed, 3)}
+        peak = device_peak_flops()
+        if peak and self.fpt:
+            self.result["mfu"] = round(tps * self.fpt / peak, 4)
+
+    @staticmethod
+    def _sync(pl_module) -> None:
+        if pl_module.device.type == "cuda":
+            torch.cuda.synchronize(pl_module.device)

@@ -1,0 +1,76 @@
+"""One LightningModule for both objectives: documents (lm) and chat samples (sft).
+
+The model arrives built (models/build.py); this module only owns the optimisation: AdamW
+(fused on CUDA) with decay/no-decay groups, linear warmup then cosine decay, and logging.
+Both objectives share one loss: next-token cross-entropy over labelled tokens, because the
+objective lives entirely in the labels the datamodule built.
+"""
+
+from __future__ import annotations
+
+import math
+
+import pytorch_lightning as pl
+import torch
+from omegaconf import DictConfig
+
+
+def warmup_cosine(step: int, total: int, warmup: int, min_ratio: float) -> float:
+    """LR multiplier: linear warmup to 1, then cosine down to `min_ratio` at `total`."""
+    if warmup > 0 and step < warmup:
+        return (step + 1) / warmup
+    if total <= warmup:
+        return 1.0
+    progress = min(1.0, (step - warmup) / max(1, total - warmup))
+    return min_ratio + (1.0 - min_ratio) * 0.5 * (1.0 + math.cos(math.pi * progress))
+
+
+class CausalLMModule(pl.LightningModule):
+    """Trains a Hugging Face causal LM on packed batches `{input_ids, labels, position_ids}`."""
+
+    def __init__(self, model: torch.nn.Module, optim: DictConfig, total_steps: int):
+        super().__init__()
+        self.model = model
+        self.optim = optim
+        self.total_steps = int(total_steps)
+        self.last_loss: torch.Tensor | None = None
+
+    def forward(self, batch: dict[str, torch.Tensor]) -> torch.Tensor:
+        out = self.model(
+            input_ids=batch["input_ids"],
+            position_ids=batch["position_ids"],
+            labels=batch["labels"],
+            use_cache=False,
+        )
+        return out.loss
+
+    def training_step(self, batch: dict[str, torch.Tensor], batch_idx: int) -> torch.Tensor:
+        loss = self(batch)
+        self.last_loss = loss.detach()
+        self.log("train/loss", loss, on_step=True, prog_bar=True, batch_size=batch["input_ids"].shape[0])
+        return loss
+
+    def on_before_optimizer_step(self, optimizer: torch.optim.Optimizer) -> None:
+        self.log("train/lr", optimizer.param_groups[0]["lr"], on_step=True)
+
+    def configure_optimizers(self):
+        o = self.optim
+        decay, no_decay = [], []
+        for name, p in self.model.named_parameters():
+            if not p.requires_grad:
+                continue
+            (no_decay if p.ndim < 2 or "norm" in name.lower() or "bias" in name else decay).append(p)
+        on_cuda = next(self.model.parameters()).is_cuda
+        fused = on_cuda if o.fused == "auto" else bool(o.fused)
+        opt = torch.optim.AdamW(
+            [{"params": decay, "weight_decay": float(o.weight_decay)}, {"params": no_decay, "weight_decay": 0.0}],
+            lr=float(o.lr),
+            betas=tuple(float(b) for b in o.betas),
+            eps=float(o.eps),
+            fused=fused,
+        )
+        warmup = int(round(float(o.warmup_ratio) * self.total_steps))
+        sched = torch.optim.lr_scheduler.LambdaLR(
+            opt, lambda s: warmup_cosine(s, self.total_steps, warmup, float(o.min_lr_ratio))
+        )
+        return {"optimizer": opt, "lr_scheduler": {"scheduler": sched, "interval": "step"}}

@@ -1,0 +1,1 @@
+"""Hugging Face model building and attention-backend choice (no Lightning, no Hydra)."""

@@ -1,0 +1,315 @@
+"""`midtrain-train`: continue pretraining (objective=lm) or instruction-tune (objective=sft).
+
+    midtrain-train debug=smoke paths.runs_root=/tmp/runs sweep_name=check seed=0
+
+`train(cfg)` is the whole stage: validate, tokenize and pack, build the model, fit with
+Lightning (resuming from the newest checkpoint), export `hf/`, write `metrics.json`, mark
+`DONE`. A run directory that already has `DONE` returns its metrics without any work.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import shutil
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+import hydra
+from omegaconf import DictConfig, OmegaConf
+
+from midtrain.paths import CONF_DIR
+from midtrain.tracking import RunDir, redact_config
+
+if TYPE_CHECKING:
+    import pytorch_lightning as pl
+    import torch
+
+    from midtrain.data.datamodule import PackedDataModule
+
+# torch, Lightning and transformers are imported inside the functions that need them, so
+# that re-running a finished run (DONE) returns in about a second.
+
+log = logging.getLogger(__name__)
+
+# Keys that may differ between the run that wrote a checkpoint and the one resuming it.
+_RESUME_IGNORES = ("paths", "logger", "trainer.enable_progress_bar", "trainer.log_every_n_steps", "hydra", "run_dir")
+
+
+def identity(cfg: DictConfig) -> dict:
+    """The condition keys every metrics.json carries."""
+    out = {
+        "run_id": cfg.run_id,
+        "stage": cfg.stage,
+        "condition": cfg.get("condition"),
+        "model": cfg.model.name,
+        "seed": int(cfg.seed),
+    }
+    if cfg.objective == "lm":
+        out.update(corpus=cfg.corpus.name, num_docs=int(cfg.corpus.num_docs))
+    else:
+        out.update(instruct_samples=int(cfg.instruct.samples))
+    return out
+
+
+def device_type(cfg: DictConfig) -> str:
+    import torch
+
+    acc = str(cfg.trainer.accelerator)
+    if acc in ("auto", "gpu", "cuda") and torch.cuda.is_available():
+        return "cuda"
+    if acc in ("gpu", "cuda"):
+        raise RuntimeError(f"trainer.accelerator={acc} but no CUDA device is visible")
+    return "cpu"
+
+
+def _precision(cfg: DictConfig, dev: str) -> str:
+    p = str(cfg.trainer.precision)
+    if p == "auto":
+        return "bf16-mixed" if dev == "cuda" else "32-true"
+    return p
+
+
+def _world_size(cfg: DictConfig, dev: str) -> int:
+    import torch
+
+    devices = cfg.trainer.devices
+    n = torch.cuda.device_count() if devices in ("auto", -1) and dev == "cuda" else devices
+    return int(n if isinstance(n, int) else 1) * int(cfg.trainer.num_nodes)
+
+
+def _flatten(d: Any, prefix: str = "") -> dict:
+    if isinstance(d, dict):
+        out = {}
+        for k, v in d.items():
+            out.update(_flatten(v, f"{prefix}.{k}" if prefix else str(k)))
+        return out
+    return {prefix: d}
+
+
+def _check_resume_config(cfg: DictConfig, run: RunDir) -> None:
+    """Refuse to resume a checkpoint written under a different configuration."""
+    if not run.config_path.exists():
+        return
+    saved = _flatten(OmegaConf.to_container(OmegaConf.load(run.config_path), resolve=True))
+    now = _flatten(redact_config(OmegaConf.to_container(cfg, resolve=True)))
+    drift = sorted(
+        k for k in set(saved) | set(now)
+        if not any(k == i or k.startswith(i + ".") for i in _RESUME_IGNORES) and saved.get(k) != now.get(k)
+    )
+    if drift:
+        shown = ", ".join(f"{k}: {saved.get(k)!r} -> {now.get(k)!r}" for k in drift[:8])
+        raise ValueError(
+            f"{run.path} holds checkpoints from a different config ({shown}); "
+            "use another sweep_name/run_id, or resume=never to start over"
+        )
+
+
+def resume_path(cfg: DictConfig, run: RunDir) -> Path | None:
+    mode = str(cfg.resume)
+    if mode == "never":
+        return None
+    if mode == "auto":
+        return run.latest_checkpoint()
+    path = Path(mode).expanduser()
+    if not path.exists():
+        raise FileNotFoundError(f"resume={mode}: no such checkpoint")
+    return path
+
+
+def _loggers(cfg: DictConfig, run: RunDir) -> list:
+    from pytorch_lightning.loggers import CSVLogger
+
+    kind = cfg.logger.kind
+    if kind == "csv":
+        return [CSVLogger(save_dir=str(run.path), name="logs", version=cfg.stage)]
+    if kind == "wandb":
+        from midtrain.tracking.wandb import build_wandb_logger
+
+        loggers = [build_wandb_logger(cfg, run.path, cfg.stage)]
+        if cfg.logger.get("also_csv", True):
+            loggers.append(CSVLogger(save_dir=str(run.path), name="logs", version=cfg.stage))
+        return loggers
+    if kind in ("none", None):
+        return []
+    raise ValueError(f"logger.kind={kind!r}: expected csv, wandb or none")
+
+
+def _strategy(cfg: DictConfig, model: "torch.nn.Module"):
+    from midtrain.models.build import decoder_layers
+
+    name = str(cfg.trainer.strategy)
+    if name != "fsdp":
+        return name
+    from pytorch_lightning.strategies import FSDPStrategy
+
+    block = {type(b) for b in decoder_layers(model)}
+    return FSDPStrategy(
+        auto_wrap_policy=block,  # one FSDP unit per decoder block
+        activation_checkpointing_policy=block if cfg.trainer.activation_checkpointing else None,
+        sharding_strategy="FULL_SHARD",
+        state_dict_type="sharded",
+        limit_all_gathers=True,
+    )
+
+
+def _plugins() -> list:
+    if "SLURM_JOB_ID" in os.environ:
+        from lightning_fabric.plugins.environments import SLURMEnvironment
+
+        # submitit owns requeueing; Lightning's own SLURM auto-requeue stays off.
+        return [SLURMEnvironment(auto_requeue=False)]
+    return []
+
+
+def _callbacks(cfg: DictConfig, run: RunDir, model: "torch.nn.Module", dm: "PackedDataModule", tokenizer: Any) -> list:
+    from pytorch_lightning.callbacks import ModelCheckpoint
+
+    from midtrain.lightning.callbacks import ThroughputMonitor, flops_per_token
+    from midtrain.models.build import count_parameters
+
+    callbacks: list = [
+        ModelCheckpoint(
+            dirpath=str(run.checkpoints),
+            filename="step{step:07d}",
+            auto_insert_metric_name=False,
+            every_n_train_steps=int(cfg.trainer.checkpoint_every_n_steps),
+            save_last=True,
+            save_top_k=1,
+        )
+    ]
+    mc = model.config
+    mean_ctx = dm.info["real_tokens"] / max(1, dm.info["pieces"])
+    fpt = flops_per_token(count_parameters(model), mc.num_hidden_layers, mc.hidden_size, mean_ctx)
+    callbacks.append(ThroughputMonitor(warmup_steps=min(2, dm.schedule.steps - 1), flops_per_token=fpt,
+                                       log_every_n_steps=int(cfg.trainer.log_every_n_steps)))
+    probe_every = cfg.trainer.get("probe_every_n_steps")
+    if probe_every:
+        from midtrain.lightning.probe_callback import ProbeCallback
+
+        callbacks.append(ProbeCallback(every_n_steps=int(probe_every), tokenizer=tokenizer))
+    try:
+        from midtrain.lightning.preemption import PreemptionCheckpoint
+    except ImportError:
+        pass
+    else:
+        callbacks.append(PreemptionCheckpoint(run.last_checkpoint))
+    return callbacks
+
+
+def _prepare_model(cfg: DictConfig, tokenizer: Any, dev: str) -> "torch.nn.Module":
+    import pytorch_lightning as pl
+
+    from midtrain.models.build import build_model, decoder_layers
+
+    pl.seed_everything(int(cfg.seed), workers=True, verbose=False)
+    model = build_model(cfg.model, tokenizer, cfg.get("init_from"), dev, compile=bool(cfg.trainer.compile))
+    if cfg.trainer.activation_checkpointing and str(cfg.trainer.strategy) != "fsdp":
+        model.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
+    if cfg.trainer.compile:
+        for block in decoder_layers(model):
+            block.compile()
+    return model
+
+
+def _full_state_dict(trainer: "pl.Trainer", model: "torch.nn.Module") -> dict | None:
+    """Gather a full state dict on rank 0 when the model is sharded; None otherwise."""
+    if str(type(trainer.strategy).__name__) != "FSDPStrategy":
+        return None
+    from torch.distributed.checkpoint.state_dict import StateDictOptions, get_model_state_dict
+
+    return get_model_state_dict(model, options=StateDictOptions(full_state_dict=True, cpu_offload=True))
+
+
+def train(cfg: DictConfig, callbacks: list | None = None) -> dict:
+    """Run one training stage; return its metrics (also in `<run_dir>/metrics.json`)."""
+    run = RunDir.from_cfg(cfg)
+    if run.is_done():
+        log.info("%s is DONE; nothing to do", run.path)
+        return run.read_metrics()
+
+    import pytorch_lightning as pl
+
+    from midtrain.data.datamodule import PackedDataModule
+    from midtrain.lightning.callbacks import ThroughputMonitor
+    from midtrain.lightning.module import CausalLMModule
+    from midtrain.models.build import build_tokenizer, check_model_cfg, count_parameters, export_hf
+
+    # Everything that can be wrong with the input fails here, before weights or files.
+    check_model_cfg(cfg.model)
+    if cfg.objective == "sft" and int(cfg.instruct.samples) <= 0:
+        raise ValueError("objective=sft needs instruct.samples > 0")
+    if cfg.objective == "lm" and int(cfg.corpus.num_docs) <= 0:
+        raise ValueError("objective=lm needs corpus.num_docs > 0 (0 documents means: skip midtraining)")
+    dev = device_type(cfg)
+    tokenizer = build_tokenizer(cfg.model, cfg.get("init_from"))
+    dm = PackedDataModule(cfg, tokenizer, world_size=_world_size(cfg, dev)).prepare()
+    ckpt = resume_path(cfg, run)
+    if ckpt is not None:
+        _check_resume_config(cfg, run)
+        log.info("resuming from %s", ckpt)
+    log.info("data: %s", dm.info)
+
+    model = _prepare_model(cfg, tokenizer, dev)
+    module = CausalLMModule(model, cfg.optim, total_steps=dm.schedule.steps)
+    run.path.mkdir(parents=True, exist_ok=True)
+    run.save_config(cfg)
+
+    cbs = _callbacks(cfg, run, model, dm, tokenizer) + list(callbacks or [])
+    max_steps = int(cfg.trainer.max_steps) if cfg.trainer.max_steps else dm.schedule.steps
+    trainer = pl.Trainer(
+        accelerator="gpu" if dev == "cuda" else "cpu",
+        devices=cfg.trainer.devices,
+        num_nodes=int(cfg.trainer.num_nodes),
+        strategy=_strategy(cfg, model),
+        precision=_precision(cfg, dev),
+        max_steps=max_steps,
+        max_epochs=1,  # the datamodule lays all data epochs out as one pass
+        accumulate_grad_batches=dm.schedule.accumulate,
+        gradient_clip_val=cfg.optim.max_grad_norm,
+        log_every_n_steps=int(cfg.trainer.log_every_n_steps),
+        logger=_loggers(cfg, run),
+        callbacks=cbs,
+        plugins=_plugins(),
+        enable_progress_bar=bool(cfg.trainer.enable_progress_bar),
+        enable_model_summary=False,
+        num_sanity_val_steps=0,
+        limit_val_batches=0,
+        use_distributed_sampler=False,  # the datamodule shards micro-batches by rank itself
+        deterministic=bool(cfg.trainer.deterministic),
+        default_root_dir=str(run.path),
+    )
+    trainer.fit(module, datamodule=dm, ckpt_path=str(ckpt) if ckpt else None)
+
+    state_dict = _full_state_dict(trainer, module.model)
+    throughput = next((c.result for c in cbs if isinstance(c, ThroughputMonitor)), {})
+    metrics = {
+        **identity(cfg),
+        "train": {
+            "objective": cfg.objective,
+            "final_loss": round(float(module.last_loss), 6) if module.last_loss is not None else None,
+            "global_steps": int(trainer.global_step),
+            "parameters": count_parameters(model),
+            "init_from": str(cfg.init_from) if cfg.get("init_from") else None,
+            **dm.info,
+        },
+    }
+    if throughput:
+        metrics["throughput"] = throughput
+    if trainer.is_global_zero:
+        export_hf(module.model, tokenizer, run.hf, state_dict=state_dict)
+        run.write_metrics(metrics)
+        if cfg.trainer.get("cleanup_checkpoints", False):
+            shutil.rmtree(run.checkpoints, ignore_errors=True)
+        run.mark_done()
+    trainer.strategy.barrier()
+    return metrics
+
+
+@hydra.main(version_base="1.3", config_path=str(CONF_DIR), config_name="train")
+def main(cfg: DictConfig) -> None:
+    train(cfg)
+
+
+if __name__ == "__main__":
+    main()
