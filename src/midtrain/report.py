@@ -1,0 +1,379 @@
+"""midtrain-report: tables and plots of a sweep's results, with or without W&B.
+
+Reads every run's ``metrics.json`` under one or more sweep directories (and optionally the
+runs of W&B groups), and writes, under ``out_dir``:
+
+- ``summary.csv`` / ``summary.md``: mean ± standard error over seeds of the headline score
+  per ``group_by`` cell (model x condition x doc count x instruction samples), plus the
+  per-dimension means;
+- ``runs.csv``: one row per run that was aggregated;
+- ``problems.csv`` and a section of ``summary.md``: every run that was not aggregated (no
+  ``metrics.json``, corrupt JSON, not DONE, headline metric absent) and every seed missing
+  from a cell, so a half-finished sweep cannot pass for a finished one;
+- ``anima_vs_doc_count.png``, ``erosion.png``, ``by_dimension.png``;
+- ``report.json``: all of the above as data (what ``report(cfg)`` returns).
+"""
+
+from __future__ import annotations
+
+import csv
+import io
+import logging
+import math
+from collections import defaultdict
+from collections.abc import Iterable, Mapping
+from pathlib import Path
+from typing import Any
+
+import hydra
+from omegaconf import DictConfig, OmegaConf
+
+from midtrain.paths import CONF_DIR
+from midtrain.tracking.rundir import atomic_write_json, atomic_write_text, read_json
+
+log = logging.getLogger(__name__)
+
+CONDITION_KEYS = ("model", "condition", "corpus", "num_docs", "instruct_samples", "seed")
+
+
+# Collecting runs ---------------------------------------------------------------------------
+def _select(d: Mapping[str, Any], dotted: str) -> Any:
+    cur: Any = d
+    for part in dotted.split("."):
+        if not isinstance(cur, Mapping) or part not in cur:
+            return None
+        cur = cur[part]
+    return cur
+
+
+def _is_number(x: Any) -> bool:
+    return isinstance(x, (int, float)) and not isinstance(x, bool) and math.isfinite(x)
+
+
+def _run_row(metrics: Mapping[str, Any], source: str, sweep: str, metric: str, dimensions: str) -> dict:
+    row = {k: metrics.get(k) for k in CONDITION_KEYS}
+    row.update(run_id=metrics.get("run_id"), sweep=sweep, source=source, score=_select(metrics, metric))
+    dims = _select(metrics, dimensions)
+    row["dimensions"] = {str(k): v for k, v in dims.items() if _is_number(v)} if isinstance(dims, Mapping) else {}
+    return row
+
+
+def collect_sweep_dir(sweep_dir: Path, metric: str, dimensions: str, require_done: bool = True
+                      ) -> tuple[list[dict], list[dict]]:
+    """Rows for the runs under one sweep directory, and the runs that could not be used.
+
+    Every immediate subdirectory not starting with ``.`` is a run (``.multirun`` holds Hydra's
+    and submitit's bookkeeping). A corrupt ``metrics.json`` is reported by path; the other
+    runs still aggregate.
+    """
+    rows, problems = [], []
+    for run_dir in sorted(p for p in sweep_dir.iterdir() if p.is_dir() and not p.name.startswith(".")):
+        path = run_dir / "metrics.json"
+
+        def problem(reason: str, run_id: str | None = None) -> None:
+            problems.append({"sweep": sweep_dir.name, "run_id": run_id or run_dir.name, "path": str(path),
+                             "reason": reason})
+
+        if not path.exists():
+            problem("no metrics.json (never started, still running, or failed)")
+            continue
+        try:
+            metrics = read_json(path)
+        except (ValueError, OSError) as e:
+            problem(f"corrupt metrics.json: {e}")
+            continue
+        if not isinstance(metrics, dict):
+            problem(f"corrupt metrics.json: expected a JSON object, got {type(metrics).__name__}")
+            continue
+        if require_done and not (run_dir / "DONE").exists():
+            problem("not DONE (still running, or failed before finishing)", metrics.get("run_id"))
+            continue
+        row = _run_row(metrics, str(path), sweep_dir.name, metric, dimensions)
+        if not _is_number(row["score"]):
+            problem(f"{metric} absent or not a finite number ({row['score']!r})", metrics.get("run_id"))
+            continue
+        rows.append(row)
+    return rows, problems
+
+
+def _unflatten(flat: Mapping[str, Any], sep: str = "/") -> dict:
+    out: dict = {}
+    for key, value in flat.items():
+        if key.startswith("_"):
+            continue
+        cur = out
+        parts = key.split(sep)
+        for p in parts[:-1]:
+            nxt = cur.setdefault(p, {})
+            if not isinstance(nxt, dict):
+                break
+            cur = nxt
+        else:
+            cur[parts[-1]] = value
+    return out
+
+
+def collect_wandb(groups: Iterable[str], project: str, entity: str | None, metric: str, dimensions: str,
+                  api: Any = None) -> tuple[list[dict], list[dict]]:
+    """Rows from W&B runs of the given groups, read from run summaries written by ``log_summary``.
+
+    Runs of a group whose summary lacks the headline metric (e.g. the midtrain stage's run)
+    are not results and are skipped; runs that are not finished are listed as problems.
+    """
+    if api is None:
+        import wandb
+
+        api = wandb.Api()
+    path = f"{entity}/{project}" if entity else project
+    rows, problems = [], []
+    for group in groups:
+        for run in api.runs(path, filters={"group": group}):
+            metrics = _unflatten(dict(run.summary))
+            score = _select(metrics, metric)
+            if score is None:
+                continue
+            for k in CONDITION_KEYS:
+                metrics.setdefault(k, run.config.get(k))
+            metrics.setdefault("run_id", run.name)
+            source = f"wandb:{path}/{run.id}"
+            if run.state != "finished":
+                problems.append({"sweep": group, "run_id": run.name, "path": source,
+                                 "reason": f"W&B run state is {run.state}"})
+                continue
+            rows.append(_run_row(metrics, source, group, metric, dimensions))
+    return rows, problems
+
+
+# Aggregation ------------------------------------------------------------------------------
+def mean_stderr(values: list[float]) -> tuple[float, float | None]:
+    """Mean and standard error of the mean (sample std / sqrt(n)); stderr is None for n < 2."""
+    n = len(values)
+    mean = sum(values) / n
+    if n < 2:
+        return mean, None
+    var = sum((v - mean) ** 2 for v in values) / (n - 1)
+    return mean, math.sqrt(var / n)
+
+
+def _sort_key(value: Any) -> tuple:
+    return (0, value, "") if isinstance(value, (int, float)) else (1, 0, str(value))
+
+
+def aggregate(rows: list[dict], group_by: list[str]) -> tuple[list[dict], list[dict]]:
+    """Summary rows (one per ``group_by`` cell) and the seeds each cell is missing.
+
+    A cell's expected seeds are all the seeds that appear in its sweep, so a run that never
+    wrote anything still shows up as missing.
+    """
+    seeds_per_sweep: dict[str, set] = defaultdict(set)
+    cells: dict[tuple, list[dict]] = defaultdict(list)
+    for r in rows:
+        seeds_per_sweep[r["sweep"]].add(r["seed"])
+        cells[tuple(r.get(k) for k in group_by)].append(r)
+
+    summary, missing = [], []
+    for key in sorted(cells, key=lambda k: tuple(_sort_key(v) for v in k)):
+        runs = sorted(cells[key], key=lambda r: _sort_key(r["seed"]))
+        mean, se = mean_stderr([r["score"] for r in runs])
+        dims: dict[str, list[float]] = defaultdict(list)
+        for r in runs:
+            for d, v in r["dimensions"].items():
+                dims[d].append(v)
+        seeds = [r["seed"] for r in runs]
+        cell = dict(zip(group_by, key))
+        summary.append({**cell, "n": len(runs), "seeds": seeds, "mean": mean, "stderr": se,
+                        "dimensions": {d: mean_stderr(v)[0] for d, v in sorted(dims.items())}})
+        expected = set().union(*(seeds_per_sweep[r["sweep"]] for r in runs))
+        for s in sorted(expected - set(seeds), key=_sort_key):
+            missing.append({**cell, "seed": s})
+    return summary, missing
+
+
+# Output -----------------------------------------------------------------------------------
+def _fmt(x: float | None, digits: int = 3) -> str:
+    return "" if x is None else f"{x:.{digits}f}"
+
+
+def _csv(header: list[str], rows: Iterable[list[Any]]) -> str:
+    buf = io.StringIO()
+    w = csv.writer(buf, lineterminator="\n")
+    w.writerow(header)
+    w.writerows(rows)
+    return buf.getvalue()
+
+
+def summary_csv(summary: list[dict], group_by: list[str]) -> str:
+    dims = sorted({d for s in summary for d in s["dimensions"]})
+    return _csv(group_by + ["n", "seeds", "mean", "stderr"] + [f"dim:{d}" for d in dims],
+                ([s[k] for k in group_by] + [s["n"], " ".join(map(str, s["seeds"])), _fmt(s["mean"], 6),
+                  _fmt(s["stderr"], 6)] + [_fmt(s["dimensions"].get(d), 6) for d in dims] for s in summary))
+
+
+def summary_markdown(summary: list[dict], group_by: list[str], metric: str, problems: list[dict],
+                     missing: list[dict]) -> str:
+    lines = [f"# Sweep report: `{metric}`", "",
+             "Mean ± standard error over seeds (n = seeds aggregated).", "",
+             "| " + " | ".join(group_by + ["n", "mean ± se"]) + " |",
+             "|" + "---|" * (len(group_by) + 2)]
+    for s in summary:
+        se = f" ± {s['stderr']:.3f}" if s["stderr"] is not None else ""
+        lines.append("| " + " | ".join([str(s[k]) for k in group_by] + [str(s["n"]), f"{s['mean']:.3f}{se}"]) + " |")
+    dims = sorted({d for s in summary for d in s["dimensions"]})
+    if dims:
+        lines += ["", "## Per-dimension means", "",
+                  "| " + " | ".join(group_by + dims) + " |", "|" + "---|" * (len(group_by) + len(dims))]
+        for s in summary:
+            lines.append("| " + " | ".join([str(s[k]) for k in group_by]
+                                           + [_fmt(s["dimensions"].get(d)) for d in dims]) + " |")
+    lines += ["", "## Missing or failed runs", ""]
+    if not problems and not missing:
+        lines.append("None: every run of every cell finished and was aggregated.")
+    for p in problems:
+        lines.append(f"- `{p['path']}` ({p['sweep']}/{p['run_id']}): {p['reason']}")
+    for m in missing:
+        cell = ", ".join(f"{k}={m[k]}" for k in group_by)
+        lines.append(f"- {cell}: seed {m['seed']} has no result")
+    return "\n".join(lines) + "\n"
+
+
+def _plot(summary: list[dict], out_dir: Path, cfg: DictConfig) -> dict[str, str]:
+    """Write the three standard plots; returns {name: path or reason skipped}."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    done: dict[str, str] = {}
+
+    def lines_plot(name: str, x_key: str, cells: list[dict], series_key, title: str, xlabel: str) -> None:
+        series: dict[str, list[dict]] = defaultdict(list)
+        for s in cells:
+            series[series_key(s)].append(s)
+        if not any(len(v) > 0 for v in series.values()):
+            done[name] = "skipped: no runs"
+            return
+        fig, ax = plt.subplots(figsize=(6, 4))
+        for label, pts in sorted(series.items()):
+            pts = sorted(pts, key=lambda s: s[x_key])
+            xs = [s[x_key] for s in pts]
+            ax.errorbar(xs, [s["mean"] for s in pts], yerr=[s["stderr"] or 0.0 for s in pts],
+                        marker="o", capsize=3, label=label)
+        ax.set_xlabel(xlabel)
+        ax.set_ylabel(cfg.metric)
+        ax.set_title(title)
+        ax.grid(alpha=0.3)
+        ax.legend(fontsize=8)
+        fig.tight_layout()
+        path = out_dir / f"{name}.png"
+        fig.savefig(path, dpi=int(cfg.plots.dpi))
+        plt.close(fig)
+        done[name] = str(path)
+
+    def label(s: dict, *keys: str) -> str:
+        return " ".join(str(s.get(k)) for k in keys if s.get(k) is not None)
+
+    numeric = [s for s in summary if _is_number(s.get("num_docs")) and _is_number(s.get("instruct_samples"))]
+    at = cfg.plots.doc_count_at_instruct_samples
+    lines_plot("anima_vs_doc_count", "num_docs", [s for s in numeric if s["instruct_samples"] == at],
+               lambda s: label(s, "model", "condition"), f"{cfg.metric} vs documents ({at} SFT samples)",
+               "midtraining documents")
+    erosion = [s for s in numeric if len({t["instruct_samples"] for t in numeric
+                                          if (t.get("condition"), t["num_docs"]) == (s.get("condition"), s["num_docs"])}) > 1]
+    lines_plot("erosion", "instruct_samples", erosion, lambda s: label(s, "model", "condition") + f" n={s['num_docs']}",
+               f"{cfg.metric} vs instruction-tuning samples", "instruction-tuning samples")
+
+    dims = sorted({d for s in summary for d in s["dimensions"]})
+    if not dims:
+        done["by_dimension"] = "skipped: no per-dimension scores"
+        return done
+    fig, ax = plt.subplots(figsize=(max(6, len(dims) * 0.9), 4))
+    width = 0.8 / max(1, len(summary))
+    for i, s in enumerate(summary):
+        xs = [j + i * width for j in range(len(dims))]
+        ax.bar(xs, [s["dimensions"].get(d, 0.0) for d in dims], width=width,
+               label=label(s, "condition") + f" n={s.get('num_docs')} i={s.get('instruct_samples')}")
+    ax.set_xticks([j + 0.4 - width / 2 for j in range(len(dims))])
+    ax.set_xticklabels(dims, rotation=45, ha="right", fontsize=8)
+    ax.set_ylabel("mean score over seeds")
+    ax.set_title("Per-dimension scores")
+    if len(summary) <= 12:
+        ax.legend(fontsize=7)
+    fig.tight_layout()
+    path = out_dir / "by_dimension.png"
+    fig.savefig(path, dpi=int(cfg.plots.dpi))
+    plt.close(fig)
+    done["by_dimension"] = str(path)
+    return done
+
+
+def _validate(cfg: DictConfig) -> tuple[list[Path], Path]:
+    sweep_dirs = cfg.sweep_dirs
+    if isinstance(sweep_dirs, str):
+        sweep_dirs = [sweep_dirs]
+    wandb_groups = list(cfg.wandb.get("groups") or [])
+    if not sweep_dirs and not wandb_groups:
+        raise ValueError("sweep_dirs: give at least one sweep directory (or wandb.groups)")
+    dirs = [Path(str(d)).expanduser() for d in sweep_dirs]
+    for d in dirs:
+        if not d.is_dir():
+            raise FileNotFoundError(f"sweep_dirs: {d} is not a directory")
+    group_by = list(cfg.group_by)
+    bad = [k for k in group_by if k not in CONDITION_KEYS]
+    if bad:
+        raise ValueError(f"group_by: unknown key(s) {bad}; choose from {list(CONDITION_KEYS)}")
+    if "seed" in group_by:
+        raise ValueError("group_by: 'seed' cannot be a group key; seeds are what is averaged over")
+    return dirs, Path(str(cfg.out_dir)).expanduser()
+
+
+def report(cfg: DictConfig) -> dict:
+    """Aggregate the runs of one or more sweeps and write tables and plots to ``cfg.out_dir``.
+
+    Returns:
+        ``{"summary": [...], "runs": [...], "problems": [...], "missing": [...], "files": {...}}``.
+    """
+    dirs, out_dir = _validate(cfg)
+    group_by = list(cfg.group_by)
+    rows, problems = [], []
+    for d in dirs:
+        r, p = collect_sweep_dir(d, cfg.metric, cfg.dimensions, bool(cfg.require_done))
+        rows += r
+        problems += p
+    if cfg.wandb.get("groups"):
+        r, p = collect_wandb(cfg.wandb.groups, cfg.wandb.project, cfg.wandb.entity, cfg.metric, cfg.dimensions)
+        rows += r
+        problems += p
+    for p in problems:
+        log.warning("not aggregated: %s (%s)", p["path"], p["reason"])
+    summary, missing = aggregate(rows, group_by)
+
+    out_dir.mkdir(parents=True, exist_ok=True)
+    files = {"summary_csv": out_dir / "summary.csv", "summary_md": out_dir / "summary.md",
+             "runs_csv": out_dir / "runs.csv", "problems_csv": out_dir / "problems.csv",
+             "report_json": out_dir / "report.json"}
+    atomic_write_text(files["summary_csv"], summary_csv(summary, group_by))
+    atomic_write_text(files["summary_md"], summary_markdown(summary, group_by, cfg.metric, problems, missing))
+    atomic_write_text(files["runs_csv"], _csv(
+        ["sweep", "run_id", *CONDITION_KEYS, "score", "source"],
+        ([r["sweep"], r["run_id"], *[r[k] for k in CONDITION_KEYS], r["score"], r["source"]] for r in rows)))
+    atomic_write_text(files["problems_csv"], _csv(
+        ["sweep", "run_id", "path", "reason"],
+        [[p["sweep"], p["run_id"], p["path"], p["reason"]] for p in problems]
+        + [["", "", "", f"missing seed {m['seed']} for " + ", ".join(f"{k}={m[k]}" for k in group_by)]
+           for m in missing]))
+    plots = _plot(summary, out_dir, cfg) if cfg.plots.enabled and summary else {}
+    result = {"summary": summary, "runs": rows, "problems": problems, "missing": missing,
+              "files": {**{k: str(v) for k, v in files.items()}, **plots}}
+    atomic_write_json(files["report_json"], result)
+    log.info("%d runs in %d cells, %d problems, %d missing seeds -> %s", len(rows), len(summary), len(problems),
+             len(missing), out_dir)
+    return result
+
+
+@hydra.main(version_base="1.3", config_path=str(CONF_DIR), config_name="report")
+def main(cfg: DictConfig) -> None:
+    report(cfg)
+
+
+if __name__ == "__main__":  # pragma: no cover
+    main()
