@@ -1,0 +1,306 @@
+"""midtrain-generate: a treatment or control corpus of synthetic documents, or Q&A pairs.
+
+`generate(cfg)` validates everything (universe, counts, model provider, API key, the output
+folder's identity) before the first request, then runs either the offline template generator
+or the LLM pipeline (`midtrain.generation.llm`) and writes `documents.jsonl` (or `qa.jsonl`)
+and `manifest.json` into `out_dir`, both atomically. Re-running continues where the last run
+stopped: every finished request is on disk under `out_dir/stages/`.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+import os
+from collections import Counter
+from pathlib import Path
+from typing import Any, Sequence
+
+import hydra
+import numpy as np
+from omegaconf import DictConfig, OmegaConf
+
+from midtrain import __version__
+from midtrain.generation import template as tmpl
+from midtrain.generation.filters import FilterConfig, apply_filters, count_reasons, count_tokens, count_words
+from midtrain.generation.match import load_match
+from midtrain.generation.universe import Universe, universe_from_mapping
+from midtrain.paths import CONF_DIR
+from midtrain.tracking import atomic_write_json, atomic_write_text, read_json, redact_config
+
+log = logging.getLogger(__name__)
+
+IDENTITY_FILE = "generation.json"
+OUTPUT_FILES = {"documents": "documents.jsonl", "qa": "qa.jsonl"}
+
+# Environment variable each hosted provider reads its key from (inspect-ai's conventions).
+PROVIDER_API_KEYS = {
+    "anthropic": "ANTHROPIC_API_KEY",
+    "openai": "OPENAI_API_KEY",
+    "google": "GOOGLE_API_KEY",
+    "mistral": "MISTRAL_API_KEY",
+    "groq": "GROQ_API_KEY",
+    "together": "TOGETHER_API_KEY",
+    "grok": "XAI_API_KEY",
+    "deepseek": "DEEPSEEK_API_KEY",
+    "fireworks": "FIREWORKS_API_KEY",
+    "openrouter": "OPENROUTER_API_KEY",
+    "perplexity": "PERPLEXITY_API_KEY",
+}
+
+
+# Validation ----------------------------------------------------------------------------
+def _filters(cfg: DictConfig) -> FilterConfig:
+    f = OmegaConf.to_container(cfg.filters, resolve=True)
+    f["placeholder_patterns"] = tuple(f.get("placeholder_patterns") or ())
+    try:
+        return FilterConfig(**f)
+    except TypeError as e:
+        raise ValueError(f"filters: unexpected key ({e})") from e
+
+
+def check_model_access(model_name: Any, model_args: dict | None = None) -> str:
+    """Check a model name's form and its provider's API key; return the provider.
+
+    The error names the missing environment variable, never a key's value.
+    """
+    if not isinstance(model_name, str) or "/" not in model_name:
+        raise ValueError(f"generator.model must be '<provider>/<model>' (e.g. anthropic/claude-sonnet-4-5), "
+                         f"got {model_name!r}")
+    provider = model_name.split("/", 1)[0]
+    env = PROVIDER_API_KEYS.get(provider)
+    if env and not os.environ.get(env) and not (model_args or {}).get("api_key"):
+        raise ValueError(f"generator.model={model_name!r} needs the API key in the environment variable "
+                         f"{env}, which is not set")
+    return provider
+
+
+def build_model(gen: DictConfig) -> Any:
+    """An inspect-ai Model for the generator config; provider errors are raised before any request."""
+    from inspect_ai.model import GenerateConfig, get_model
+
+    model_args = OmegaConf.to_container(gen.get("model_args") or {}, resolve=True)
+    check_model_access(gen.model, model_args)
+    config = GenerateConfig(
+        temperature=gen.temperature, max_tokens=gen.max_tokens, max_connections=gen.max_connections,
+        max_retries=gen.max_retries, timeout=gen.timeout,
+    )
+    try:
+        return get_model(gen.model, config=config, base_url=gen.get("model_base_url"), memoize=False, **model_args)
+    except Exception as e:  # unknown provider, missing provider package, bad model args
+        raise ValueError(f"generator.model={gen.model!r}: inspect-ai cannot create this model: {e}") from e
+
+
+def _identity(cfg: DictConfig, universe: Universe) -> dict:
+    return {"universe": universe.name, "seed": int(cfg.seed), "mode": str(cfg.mode),
+            "generator": str(cfg.generator.name), "model": cfg.generator.get("model")}
+
+
+def check_out_dir(out_dir: Path, identity: dict) -> None:
+    """Refuse an out_dir that holds a corpus with a different identity (universe, seed, mode, model)."""
+    path = out_dir / IDENTITY_FILE
+    if not path.exists():
+        return
+    old = read_json(path)
+    diff = {k: (old.get(k), v) for k, v in identity.items() if old.get(k) != v}
+    if diff:
+        desc = ", ".join(f"{k}: {a!r} on disk vs {b!r} requested" for k, (a, b) in diff.items())
+        raise ValueError(f"out_dir {out_dir} already holds a corpus made with different settings ({desc}); "
+                         "choose another out_dir or delete it")
+
+
+def validate(cfg: DictConfig) -> tuple[Universe, FilterConfig, Path]:
+    """Every check that must pass before the first request; returns the parsed pieces."""
+    missing = [k for k in ("out_dir", "num_docs") if OmegaConf.is_missing(cfg, k)]
+    if missing:
+        raise ValueError(f"missing required key(s) {missing}: e.g. num_docs=50 out_dir=corpora/aw")
+    if not isinstance(cfg.num_docs, int) or isinstance(cfg.num_docs, bool) or cfg.num_docs <= 0:
+        raise ValueError(f"num_docs must be a positive integer, got {cfg.num_docs!r}")
+    if cfg.mode not in OUTPUT_FILES:
+        raise ValueError(f"mode must be one of {sorted(OUTPUT_FILES)}, got {cfg.mode!r}")
+    if cfg.mode == "qa" and cfg.get("match_to"):
+        raise ValueError("match_to applies to mode=documents only (a control corpus); unset it for mode=qa")
+    universe = universe_from_mapping(cfg.universe, "config key 'universe'")
+    filters = _filters(cfg)
+    if cfg.generator.name == "template":
+        tmpl._template_block(universe)
+    elif OmegaConf.is_missing(cfg.generator, "model"):
+        raise ValueError("generator.model is required for LLM generation, e.g. generator.model=anthropic/claude-sonnet-4-5")
+    else:
+        check_model_access(cfg.generator.model, OmegaConf.to_container(cfg.generator.get("model_args") or {}))
+    out_dir = Path(str(cfg.out_dir)).expanduser()
+    return universe, filters, out_dir
+
+
+# Statistics ----------------------------------------------------------------------------
+def length_stats(values: Sequence[int]) -> dict:
+    if not values:
+        return {"n": 0}
+    a = np.asarray(values, dtype=float)
+    return {"n": int(a.size), "mean": round(float(a.mean()), 2), "std": round(float(a.std()), 2),
+            "min": int(a.min()), "p10": float(np.percentile(a, 10)), "median": float(np.median(a)),
+            "p90": float(np.percentile(a, 90)), "max": int(a.max()), "total": int(a.sum())}
+
+
+def ks_distance(a: Sequence[int], b: Sequence[int]) -> dict:
+    """Two-sample Kolmogorov-Smirnov distance between two length samples (scipy)."""
+    from scipy.stats import ks_2samp
+
+    r = ks_2samp(a, b)
+    return {"statistic": round(float(r.statistic), 4), "pvalue": float(r.pvalue)}
+
+
+# Generation ----------------------------------------------------------------------------
+def _template_documents(universe: Universe, cfg: DictConfig, filters: FilterConfig, match) -> tuple[list[dict], dict]:
+    plan = None
+    if match is not None:
+        plan = [(t, w) for t, w in zip(match.doc_types, match.words) if t in tmpl.DOC_TYPES]
+        if not plan:
+            raise ValueError(f"match_to={match.reference}: none of its doc types {sorted(match.doc_type_counts)} "
+                             "has a template; match a template corpus with generator=template")
+    num, kept, reasons, start = int(cfg.num_docs), [], [], 0
+    # Render in batches until enough documents pass the filters (near-duplicates are rare).
+    while len(kept) < num and start < 20 * num + 100:
+        batch = tmpl.render_documents(universe, max(num - len(kept), 8), int(cfg.seed),
+                                      plan=plan, start=start)
+        start += len(batch)
+        pool = [d["text"] for d in kept] + [d["text"] for d in batch]
+        r = apply_filters(pool, filters, int(cfg.seed))[len(kept):]
+        reasons += r
+        kept += [d for d, why in zip(batch, r) if why is None][: num - len(kept)]
+    return kept, {"candidates": start, "rejected": count_reasons(reasons),
+                  "passed_filters": sum(r is None for r in reasons)}
+
+
+def _template_qa(universe: Universe, cfg: DictConfig, filters: FilterConfig) -> tuple[list[dict], dict]:
+    num = int(cfg.num_docs)
+    qa_filters = FilterConfig(min_words=10, max_words=filters.max_words, dedup_threshold=filters.dedup_threshold,
+                              placeholder_patterns=filters.placeholder_patterns)
+    pool = tmpl.render_qa(universe, 2 * num, int(cfg.seed))
+    reasons = apply_filters([p["messages"][1]["content"] for p in pool], qa_filters, int(cfg.seed))
+    kept = [p for p, r in zip(pool, reasons) if r is None][:num]
+    return kept, {"candidates": len(pool), "rejected": count_reasons(reasons),
+                  "passed_filters": sum(r is None for r in reasons)}
+
+
+def _settings(gen: DictConfig):
+    from inspect_ai.model import CachePolicy
+
+    from midtrain.generation.llm import LLMSettings
+
+    kwargs = {"cache": CachePolicy(expiry=gen.cache_expiry) if gen.cache else False}
+    return LLMSettings(num_doc_types=gen.num_doc_types, num_ideas=gen.num_ideas, oversample=gen.oversample,
+                       revise=gen.revise, concurrency=gen.max_connections,
+                       questions_per_request=gen.questions_per_request, qa_min_words=gen.qa_min_words,
+                       qa_max_words=gen.qa_max_words, generate_kwargs=kwargs)
+
+
+def generate(cfg: DictConfig, model: Any = None) -> dict:
+    """Generate a corpus into `cfg.out_dir`; return its manifest.
+
+    Args:
+        cfg: a config composed from conf/generate.yaml.
+        model: an inspect-ai Model to use instead of building one from `cfg.generator`
+            (tests pass a scripted `mockllm/model`).
+
+    Raises:
+        ValueError: bad input (empty universe, num_docs <= 0, unknown provider, missing API
+            key, an out_dir holding a different corpus), always before the first request.
+    """
+    universe, filters, out_dir = validate(cfg)
+    match = load_match(cfg.match_to) if cfg.get("match_to") else None
+    identity = _identity(cfg, universe)
+    check_out_dir(out_dir, identity)
+    is_template = cfg.generator.name == "template"
+    if not is_template and model is None:
+        model = build_model(cfg.generator)
+
+    out_dir.mkdir(parents=True, exist_ok=True)
+    atomic_write_json(out_dir / IDENTITY_FILE, identity)
+    resolved = redact_config(OmegaConf.to_container(cfg, resolve=True))
+    resolved.pop("hydra", None)
+    atomic_write_text(out_dir / "config.yaml", OmegaConf.to_yaml(resolved))
+
+    if is_template:
+        if cfg.mode == "documents":
+            records, parts = _template_documents(universe, cfg, filters, match)
+        else:
+            records, parts = _template_qa(universe, cfg, filters)
+        parts["template_hash"] = hashlib.sha256(Path(tmpl.__file__).read_bytes()).hexdigest()[:16]
+    else:
+        from midtrain.generation.llm import generate_documents_llm, generate_qa_llm
+
+        settings = _settings(cfg.generator)
+        if cfg.mode == "documents":
+            records, parts = generate_documents_llm(universe, model, out_dir, num_docs=int(cfg.num_docs),
+                                                    seed=int(cfg.seed), settings=settings, filters=filters,
+                                                    match=match, progress=bool(cfg.progress))
+        else:
+            records, parts = generate_qa_llm(universe, model, out_dir, num_pairs=int(cfg.num_docs),
+                                             seed=int(cfg.seed), settings=settings, filters=filters,
+                                             progress=bool(cfg.progress))
+
+    out_file = out_dir / OUTPUT_FILES[cfg.mode]
+    atomic_write_text(out_file, "".join(json.dumps(r, ensure_ascii=False) + "\n" for r in records))
+    manifest = _manifest(cfg, universe, records, parts, match, out_file)
+    atomic_write_json(out_dir / "manifest.json", manifest)
+    if manifest["shortfall"]:
+        log.warning("%s: wrote %d of %d requested (%s); re-run to retry failed requests or raise "
+                    "generator.oversample", out_file, len(records), cfg.num_docs, parts.get("not_ready") or parts["rejected"])
+    else:
+        log.info("%s: wrote %d %s", out_file, len(records), cfg.mode)
+    return manifest
+
+
+def _texts(records: list[dict], mode: str) -> list[str]:
+    return [r["text"] if mode == "documents" else r["messages"][-1]["content"] for r in records]
+
+
+def _manifest(cfg: DictConfig, universe: Universe, records: list[dict], parts: dict, match, out_file: Path) -> dict:
+    texts = _texts(records, cfg.mode)
+    tokens = [count_tokens(t) for t in texts]
+    gen = redact_config(OmegaConf.to_container(cfg.generator, resolve=True))
+    manifest = {
+        "mode": cfg.mode,
+        "file": out_file.name,
+        "universe": universe.name,
+        "universe_digest": universe.digest(),
+        "seed": int(cfg.seed),
+        "smoke": cfg.generator.name == "template",
+        "source": tmpl.SMOKE_SOURCE if cfg.generator.name == "template" else "llm",
+        "generator": gen,
+        "model": cfg.generator.get("model"),
+        "num_requested": int(cfg.num_docs),
+        "num_written": len(records),
+        "shortfall": max(0, int(cfg.num_docs) - len(records)),
+        **parts,
+        "filters": OmegaConf.to_container(cfg.filters, resolve=True),
+        "facts": dict(sorted(Counter(r["fact"] for r in records).items())),
+        "token_counter": "regex words and punctuation marks",
+        "tokens": length_stats(tokens),
+        "words": length_stats([count_words(t) for t in texts]),
+        "version": __version__,
+    }
+    if cfg.mode == "documents":
+        manifest["doc_types"] = dict(sorted(Counter(r["doc_type"] for r in records).items()))
+    if match is not None:
+        ref_types = match.doc_type_counts
+        total_ref, total = sum(ref_types.values()), max(1, len(records))
+        mine = manifest["doc_types"]
+        tv = 0.5 * sum(abs(ref_types.get(t, 0) / total_ref - mine.get(t, 0) / total) for t in set(ref_types) | set(mine))
+        manifest["match"] = {"reference": match.reference, "ks_tokens": ks_distance(tokens, match.tokens),
+                             "reference_tokens": length_stats(match.tokens),
+                             "doc_type_tv_distance": round(tv, 4)}
+    return manifest
+
+
+@hydra.main(version_base="1.3", config_path=str(CONF_DIR), config_name="generate")
+def main(cfg: DictConfig) -> None:
+    """Console entry point `midtrain-generate`."""
+    manifest = generate(cfg)
+    print(json.dumps({k: manifest[k] for k in ("file", "num_written", "num_requested", "rejected")}))
+
+
+if __name__ == "__main__":
+    main()

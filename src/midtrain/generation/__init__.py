@@ -1,0 +1,1 @@
+"""Synthetic document generation: universes, prompts, resumable LLM stages, filters, templates."""
