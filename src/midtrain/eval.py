@@ -1,0 +1,182 @@
+"""midtrain-eval: score a finished run's `hf/` model with Inspect and the compassion probe.
+
+    midtrain-eval run_dir=<runs>/<sweep>/<run_id> eval=anima grader_models='[anthropic/claude-sonnet-4-5]'
+    midtrain-eval run_dir=<run dir> eval=probe
+    midtrain-eval run_dir=<run dir> eval=paper grader_models='[openai/gpt-4o,anthropic/claude-sonnet-4-5]'
+
+Results merge into `<run_dir>/metrics.json` under `eval.<suite>`; Inspect logs go to
+`<run_dir>/eval/<suite>/`. A suite whose complete result is already in metrics.json is
+not run again unless `force=true`.
+"""
+
+from __future__ import annotations
+
+import importlib.util
+import logging
+from pathlib import Path
+from typing import Any
+
+import hydra
+from omegaconf import DictConfig, OmegaConf
+
+from midtrain.paths import CONF_DIR
+from midtrain.tracking import RunDir
+
+log = logging.getLogger(__name__)
+
+
+def _model_under_test(cfg: DictConfig, run: RunDir):
+    """The Inspect model to evaluate: `cfg.model.name`, else the run's `hf/` directory.
+
+    For `hf/`, the tokenizer's chat template is passed explicitly, falling back to the
+    project's default (the one instruction tuning formats with) for base models.
+    """
+    from inspect_ai.model import get_model
+
+    m = cfg.model
+    extra = dict(OmegaConf.to_container(m.model_args, resolve=True) or {}) if m.get("model_args") else {}
+    if m.get("name"):
+        return get_model(str(m.name), **extra)
+    from transformers import AutoTokenizer
+
+    from midtrain.data.chat import ensure_chat_template
+
+    tokenizer = AutoTokenizer.from_pretrained(run.hf)
+    had_template = bool(getattr(tokenizer, "chat_template", None))
+    template = ensure_chat_template(tokenizer).chat_template
+    provider = m.provider
+    if provider == "auto":
+        provider = "vllm" if importlib.util.find_spec("vllm") is not None else "hf"
+    if provider == "vllm":
+        if not had_template:
+            extra.setdefault("chat_template", template)
+        return get_model(f"vllm/{run.hf.resolve()}", **extra)
+    if provider != "hf":
+        raise ValueError(f"model.provider must be hf, vllm or auto, got {provider!r}")
+    if m.get("device"):
+        extra.setdefault("device", str(m.device))
+    return get_model(f"hf/{run.path.name}", model_path=str(run.hf), chat_template=template, **extra)
+
+
+def _generate_kwargs(cfg: DictConfig) -> dict[str, Any]:
+    gen = OmegaConf.to_container(cfg.generate, resolve=True) or {}
+    kwargs = {k: v for k, v in gen.items() if v is not None}
+    # Inspect's hf provider batches up to max_connections prompts per generate call.
+    kwargs["max_connections"] = int(cfg.model.batch_size)
+    return kwargs
+
+
+def _run_inspect(planned, model, cfg: DictConfig, log_dir: Path):
+    """Run one planned task; return its log with samples."""
+    import inspect_ai
+    from inspect_ai.log import read_eval_log
+
+    ins = cfg.inspect
+    logs = inspect_ai.eval(
+        planned.task,
+        model=model,
+        log_dir=str(log_dir),
+        limit=planned.limit,
+        fail_on_error=ins.fail_on_error,
+        retry_on_error=ins.retry_on_error,
+        max_samples=ins.get("max_samples"),
+        display=ins.display,
+        log_level=ins.log_level,
+        score_display=False,
+        **_generate_kwargs(cfg),
+    )
+    result = logs[0]
+    if result.samples is None and result.location:
+        result = read_eval_log(result.location)
+    return result
+
+
+def evaluate(cfg: DictConfig, *, model: Any = None, grader_models: list | None = None) -> dict:
+    """Run the suites selected in `cfg.eval` on `cfg.run_dir` and merge results into metrics.json.
+
+    Args:
+        cfg: the composed `eval.yaml` config.
+        model: an Inspect `Model` (or model id) to evaluate instead of the run's `hf/`
+            (tests use `mockllm/model`); the probe always reads `hf/`.
+        grader_models: graders to use instead of `cfg.grader_models` (e.g. `Model` objects).
+
+    Returns:
+        The `eval` section of metrics.json after this run: `{suite: result, ...}`.
+
+    Raises:
+        FileNotFoundError: the run directory has no `hf/` model.
+        ValueError: an unknown suite or task, a graded suite without a grader, bad data.
+    """
+    from midtrain.evals.results import summarize_graded, summarize_metrics
+    from midtrain.evals.suites import plan_suites
+
+    if cfg.run_dir in (None, "???"):
+        raise ValueError("run_dir is required: run_dir=<a finished run or stage directory with hf/>")
+    run = RunDir(Path(str(cfg.run_dir)).expanduser())
+    needs_hf = "probe" in cfg.eval or (model is None and not cfg.model.get("name"))
+    if needs_hf and not (run.hf / "config.json").is_file():
+        raise FileNotFoundError(
+            f"run_dir {run.path} has no Hugging Face model in hf/ (expected {run.hf / 'config.json'}); "
+            "point run_dir at a finished midtrain or instruct stage"
+        )
+    existing = run.read_metrics().get("eval", {})
+    force = bool(cfg.get("force", False))
+
+    def done(suite: str, key: str | None = None) -> bool:
+        entry = existing.get(suite, {})
+        if key is not None:
+            entry = entry.get(key, {}) if isinstance(entry, dict) else {}
+        return not force and isinstance(entry, dict) and entry.get("complete") is True
+
+    # Everything that can fail on bad input happens here, before any model is loaded.
+    planned = [p for p in plan_suites(cfg, grader_models) if not done(p.suite, None if p.suite == p.key else p.key)]
+    run_probe = "probe" in cfg.eval and not done("probe")
+    if run_probe and cfg.eval.probe.get("pairs_path"):
+        from midtrain.evals.probe import load_pairs
+
+        load_pairs(cfg.eval.probe.pairs_path)
+
+    log_root = Path(str(cfg.inspect.log_dir)) if cfg.inspect.get("log_dir") else run.eval_dir
+    max_missing = float(cfg.max_missing_share)
+    if planned:
+        mut = model if model is not None else _model_under_test(cfg, run)
+        for p in planned:
+            log.info("eval %s/%s on %s", p.suite, p.key, run.path)
+            result_log = _run_inspect(p, mut, cfg, log_root / p.suite)
+            summary = summarize_graded(result_log, max_missing) if p.graded else summarize_metrics(result_log)
+            summary.update(p.extra)
+            summary["log"] = _log_ref(result_log.location, run.path)
+            if not summary["complete"]:
+                log.warning("eval %s/%s incomplete: %s", p.suite, p.key, {k: summary.get(k) for k in ("status", "missing_share", "samples_failed")})
+            update = {p.suite: summary} if p.suite == p.key else {p.suite: {p.key: summary}}
+            run.update_metrics({"eval": update})  # after each task, so a crash keeps finished ones
+    if run_probe:
+        from midtrain.evals.probe import load_pairs, probe_run_dir
+
+        pc = cfg.eval.probe
+        pairs = load_pairs(pc.pairs_path) if pc.get("pairs_path") else None
+        result = probe_run_dir(run.path, pairs=pairs, batch_size=int(pc.batch_size), device=pc.get("device"), dtype=pc.get("dtype"))
+        result["complete"] = True
+        run.update_metrics({"eval": {"probe": result}})
+        log.info("probe margin %.4f %s (accuracy %.3f)", result["margin"], result["unit"], result["accuracy"])
+    return run.read_metrics().get("eval", {})
+
+
+def _log_ref(location: str | None, root: Path) -> str | None:
+    """The Inspect log's path relative to the run dir when inside it (run dirs move)."""
+    if not location:
+        return None
+    try:
+        return str(Path(location).resolve().relative_to(root.resolve()))
+    except ValueError:
+        return location
+
+
+@hydra.main(version_base="1.3", config_path=str(CONF_DIR), config_name="eval")
+def main(cfg: DictConfig) -> None:
+    """Entry point of `midtrain-eval`."""
+    evaluate(cfg)
+
+
+if __name__ == "__main__":
+    main()

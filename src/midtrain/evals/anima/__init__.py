@@ -1,0 +1,1 @@
+"""ANIMA through inspect_evals, loadable from a local directory or a pinned hub revision."""

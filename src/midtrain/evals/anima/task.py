@@ -1,0 +1,122 @@
+"""ANIMA as an Inspect task: inspect_evals' scorer and metrics on the project's loader.
+
+    inspect eval midtrain/anima --model hf/<run_dir>/hf \
+        -T grader_models=anthropic/claude-sonnet-4-5 -T data_dir=<dir with questions.jsonl>
+
+Reused from inspect_evals: record conversion, the per-dimension grader prompt and
+scorer (`anima_scorer`, averaging several graders), and the metrics. Added here: a local
+data directory, the 26-question "original" subset, epochs, and a required grader.
+"""
+
+from __future__ import annotations
+
+from typing import Sequence
+
+from inspect_ai import Task, task
+from inspect_ai.model import GenerateConfig, Model
+from inspect_ai.solver import generate
+from inspect_evals.anima.metrics import avg_by_dimension, dimension_normalized_avg, overall_mean
+from inspect_evals.anima.scorer import anima_scorer
+
+from midtrain.evals.anima.dataset import DATASET_DEFAULT_REVISION, DATASET_REPO_ID, load_anima
+
+DEFAULT_EPOCHS = 5  # the paper's and inspect_evals' default
+
+
+class GraderRequiredError(ValueError):
+    """Raised when a model-graded task is asked to run without an explicit grader."""
+
+
+def require_graders(grader_models: Sequence[str | Model] | str | None, task_name: str) -> list[str | Model]:
+    """The grader list, or a clear error: Inspect would let the model under test grade itself.
+
+    Args:
+        grader_models: model ids (`provider/model`) or `Model` objects; a single string is
+            accepted for `-T grader_models=...` on the command line.
+        task_name: named in the error.
+    """
+    if isinstance(grader_models, str):
+        grader_models = [grader_models]
+    graders = [g for g in (grader_models or []) if g]
+    if not graders:
+        raise GraderRequiredError(
+            f"{task_name} needs an explicit grader: set grader_models (e.g. "
+            f"`grader_models=[anthropic/claude-sonnet-4-5]`, or `-T grader_models=...` with "
+            f"`inspect eval`). Without one, Inspect lets the model under test grade its own answers."
+        )
+    return graders
+
+
+def grader_config(
+    temperature: float | None = None,
+    max_tokens: int | None = None,
+    max_retries: int | None = None,
+    max_connections: int | None = None,
+    timeout: int | None = None,
+) -> GenerateConfig:
+    """Grader settings; None leaves Inspect's default."""
+    values = dict(
+        temperature=temperature,
+        max_tokens=max_tokens,
+        max_retries=max_retries,
+        max_connections=max_connections,
+        timeout=timeout,
+    )
+    return GenerateConfig(**{k: v for k, v in values.items() if v is not None})
+
+
+@task
+def anima(
+    grader_models: list[str | Model] | str | None = None,
+    data_dir: str | None = None,
+    dataset_repo_id: str = DATASET_REPO_ID,
+    dataset_revision: str = DATASET_DEFAULT_REVISION,
+    subset: str = "original",
+    epochs: int = DEFAULT_EPOCHS,
+    grader_temperature: float | None = None,
+    grader_max_tokens: int | None = None,
+    grader_max_retries: int | None = None,
+    grader_max_connections: int | None = None,
+    grader_timeout: int | None = None,
+    shuffle: bool = False,
+) -> Task:
+    """ANIMA (Animal Norms In Moral Assessment) with a required grader.
+
+    Args:
+        grader_models: one or more grader models; their grades are averaged.
+        data_dir: local directory with `questions.jsonl` and `dimensions.jsonl`; when None
+            the hub dataset `dataset_repo_id` at `dataset_revision` is used.
+        dataset_repo_id: hub dataset id.
+        dataset_revision: hub commit SHA.
+        subset: "original" (26 English questions, the paper's set) or "all" (115).
+        epochs: answers per question, reduced by mean.
+        grader_temperature: grader sampling temperature.
+        grader_max_tokens: grader output limit.
+        grader_max_retries: retries per grader call before the sample errors.
+        grader_max_connections: concurrent grader calls.
+        grader_timeout: seconds per grader call.
+        shuffle: shuffle question order.
+    """
+    graders = require_graders(grader_models, "anima")
+    data = load_anima(data_dir, dataset_repo_id, dataset_revision, subset)  # type: ignore[arg-type]
+    dims = data.dims_by_name
+    return Task(
+        dataset=data.dataset(shuffle=shuffle),
+        solver=generate(),
+        scorer=anima_scorer(
+            dimensions=dims,
+            revision=data.revision,
+            grader_models=graders,
+            grader_config=grader_config(
+                grader_temperature, grader_max_tokens, grader_max_retries, grader_max_connections, grader_timeout
+            ),
+        ),
+        metrics=[overall_mean(), dimension_normalized_avg(dims), avg_by_dimension()],
+        epochs=epochs,
+        name="anima",
+        metadata={
+            "dataset_revision": data.revision,
+            "subset": subset,
+            "grader_models": [str(g) for g in graders],
+        },
+    )

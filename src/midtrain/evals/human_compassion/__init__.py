@@ -1,0 +1,1 @@
+"""Human compassion: inspect_evals' MORU task behind the project's grader rules."""

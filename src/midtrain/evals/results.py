@@ -1,0 +1,131 @@
+"""Turn Inspect eval logs into the `metrics.json` entries of the run-directory contract.
+
+Model-graded suites (ANIMA, human compassion) are summarised from the per-sample scores in
+the log rather than from the task's headline metrics, because the contract needs what
+those metrics do not give: a standard error over questions, counts of unparseable grades
+and failed samples, and no silent 0.0 when nothing could be graded (inspect_evals'
+`overall_mean` returns 0.0 for an empty list). Values match inspect_evals' metrics when
+every grade parses: per-sample epochs reduced by mean, then means over questions.
+"""
+
+from __future__ import annotations
+
+import math
+from collections import defaultdict
+from typing import Any
+
+from inspect_ai.log import EvalLog
+
+OVERALL = "overall"
+
+
+def _finite(x: Any) -> bool:
+    return isinstance(x, (int, float)) and not isinstance(x, bool) and math.isfinite(x)
+
+
+def _mean(xs: list[float]) -> float:
+    return sum(xs) / len(xs)
+
+
+def _stderr(xs: list[float]) -> float | None:
+    """Standard error of the mean (sample std, n-1); None when it is undefined (n < 2)."""
+    if len(xs) < 2:
+        return None
+    m = _mean(xs)
+    return math.sqrt(sum((x - m) ** 2 for x in xs) / (len(xs) - 1) / len(xs))
+
+
+def summarize_graded(log: EvalLog, max_missing_share: float = 0.1) -> dict:
+    """Summarise a dict-valued, model-graded task (`{"overall": x, <dimension>: y, ...}`).
+
+    Args:
+        log: an Inspect log with samples (one entry per sample and epoch).
+        max_missing_share: the result is `complete` only if at most this share of grades
+            is unparseable and at most this share of samples failed (errored or unscored).
+
+    Returns:
+        `overall_mean`, `stderr` (over questions), `by_dimension`, `samples` (questions
+        with a score), `samples_total`, `samples_failed`, `epochs`, `grades_attempted`
+        and `grades_unparseable` (when the scorer reports them), `missing_share`,
+        `complete`, `status`. Keys with nothing to report are absent, never NaN.
+    """
+    if not 0.0 <= max_missing_share <= 1.0:
+        raise ValueError(f"max_missing_share must be in [0, 1], got {max_missing_share}")
+    samples = log.samples or []
+    overall_by_id: dict[Any, list[float]] = defaultdict(list)
+    dims_by_id: dict[Any, dict[str, list[float]]] = defaultdict(lambda: defaultdict(list))
+    all_ids: set = set()
+    failed_ids: set = set()
+    attempted = unparseable = 0
+    have_counts = False
+    for s in samples:
+        all_ids.add(s.id)
+        score = next(iter((s.scores or {}).values()), None)
+        if s.error is not None or score is None:
+            failed_ids.add(s.id)
+            continue
+        meta = score.metadata or {}
+        if "grades_attempted" in meta:
+            have_counts = True
+            attempted += int(meta["grades_attempted"])
+            unparseable += int(meta.get("grades_unparseable", 0))
+        value = score.value
+        if not isinstance(value, dict) or not _finite(value.get(OVERALL)):
+            continue  # unscored: every grade for this epoch unparseable
+        overall_by_id[s.id].append(float(value[OVERALL]))
+        for dim, v in value.items():
+            if dim != OVERALL and _finite(v):
+                dims_by_id[s.id][dim].append(float(v))
+    # A question with no scored epoch at all counts as failed.
+    failed_ids |= all_ids - set(overall_by_id)
+
+    per_sample = [_mean(v) for v in overall_by_id.values()]
+    per_dim: dict[str, list[float]] = defaultdict(list)
+    for dims in dims_by_id.values():
+        for dim, vals in dims.items():
+            per_dim[dim].append(_mean(vals))
+
+    total = len(all_ids)
+    out: dict[str, Any] = {}
+    if per_sample:
+        out["overall_mean"] = _mean(per_sample)
+        out["stderr"] = _stderr(per_sample)
+        out["by_dimension"] = {d: _mean(v) for d, v in sorted(per_dim.items())}
+    out["samples"] = len(per_sample)
+    out["samples_total"] = total
+    out["samples_failed"] = len(failed_ids)
+    out["epochs"] = log.eval.config.epochs or 1
+    shares = [len(failed_ids) / total] if total else [1.0]
+    if have_counts:
+        out["grades_attempted"] = attempted
+        out["grades_unparseable"] = unparseable
+        shares.append(unparseable / attempted if attempted else 1.0)
+    out["missing_share"] = max(shares)
+    out["complete"] = bool(per_sample) and log.status == "success" and out["missing_share"] <= max_missing_share
+    out["status"] = log.status
+    return out
+
+
+def summarize_metrics(log: EvalLog) -> dict:
+    """Headline metrics of any Inspect task (capability and safety lists).
+
+    Returns:
+        `{"metrics": {<scorer>/<metric> or <metric>: value}, "samples", "samples_total",
+        "status", "complete"}` with non-finite values left out.
+    """
+    metrics: dict[str, float] = {}
+    results = log.results
+    scores = results.scores if results else []
+    for es in scores:
+        for name, m in es.metrics.items():
+            key = name if len(scores) == 1 else f"{es.name}/{name}"
+            if _finite(m.value):
+                metrics[key] = float(m.value)
+    out: dict[str, Any] = {
+        "metrics": metrics,
+        "samples": results.completed_samples if results else 0,
+        "samples_total": results.total_samples if results else 0,
+        "status": log.status,
+    }
+    out["complete"] = log.status == "success" and bool(metrics)
+    return out
