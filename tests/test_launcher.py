@@ -6,7 +6,6 @@ from pathlib import Path
 
 import pytest
 from hydra import compose, initialize_config_dir
-from hydra.core.hydra_config import HydraConfig
 from hydra.errors import ConfigCompositionException
 from hydra.utils import instantiate
 from omegaconf import OmegaConf
@@ -24,10 +23,11 @@ PAIRED_TRAINER = {
 
 
 def _compose(launcher: str, *overrides: str, config_dir: Path = CONF_DIR, name: str = "train"):
+    # HydraConfig is deliberately not set: Hydra instantiates the launcher before it sets it,
+    # so launcher values must not use the ${hydra:...} resolver.
     with initialize_config_dir(config_dir=str(config_dir), version_base="1.3"):
-        cfg = compose(name, overrides=[f"hydra/launcher={launcher}", *overrides], return_hydra_config=True)
-    HydraConfig.instance().set_config(cfg)  # so ${hydra:...} in launcher values resolves
-    return cfg
+        return compose(name, overrides=[f"hydra/launcher={launcher}", "paths.runs_root=/shared/runs", *overrides],
+                       return_hydra_config=True)
 
 
 def test_every_preset_has_a_paired_trainer():
@@ -47,11 +47,19 @@ def test_preset_composes_and_matches_trainer_devices(launcher):
         gpus = hl.gpus_per_node or 0
         assert gpus in (0, cfg.trainer.devices), "one task per GPU"
         setup = OmegaConf.to_container(hl, resolve=True)["setup"]
-        assert setup == [f"source {Path.cwd()}/slurm/env.sh"]
+        assert setup == ["source slurm/env.sh"]
     else:
         assert hl._target_.endswith("LocalLauncher")
     launcher_obj = instantiate(hl)
     assert launcher_obj.params["tasks_per_node"] == cfg.trainer.devices
+
+
+@pytest.mark.xfail(strict=True, reason="conf/paths/default.yaml derives runs_root from ${hydra:runtime.cwd}, "
+                   "which Hydra has not set yet when it builds the submitit launcher; use a relative default")
+def test_default_paths_resolve_when_the_launcher_is_built():
+    with initialize_config_dir(config_dir=str(CONF_DIR), version_base="1.3"):
+        cfg = compose("train", overrides=["hydra/launcher=slurm_cpu"], return_hydra_config=True)
+    assert OmegaConf.to_container(cfg.hydra.launcher, resolve=True)["submitit_folder"].endswith("/.submitit/%j")
 
 
 def test_fsdp_trainer_has_the_default_trainer_keys():
