@@ -76,11 +76,16 @@ def check_model_access(model_name: Any, model_args: dict | None = None) -> str:
     return provider
 
 
+def _model_args(gen: DictConfig) -> dict:
+    args = gen.get("model_args")
+    return OmegaConf.to_container(args, resolve=True) if args is not None else {}
+
+
 def build_model(gen: DictConfig) -> Any:
     """An inspect-ai Model for the generator config; provider errors are raised before any request."""
     from inspect_ai.model import GenerateConfig, get_model
 
-    model_args = OmegaConf.to_container(gen.get("model_args") or {}, resolve=True)
+    model_args = _model_args(gen)
     check_model_access(gen.model, model_args)
     config = GenerateConfig(
         temperature=gen.temperature, max_tokens=gen.max_tokens, max_connections=gen.max_connections,
@@ -128,7 +133,7 @@ def validate(cfg: DictConfig) -> tuple[Universe, FilterConfig, Path]:
     elif OmegaConf.is_missing(cfg.generator, "model"):
         raise ValueError("generator.model is required for LLM generation, e.g. generator.model=anthropic/claude-sonnet-4-5")
     else:
-        check_model_access(cfg.generator.model, OmegaConf.to_container(cfg.generator.get("model_args") or {}))
+        check_model_access(cfg.generator.model, _model_args(cfg.generator))
     out_dir = Path(str(cfg.out_dir)).expanduser()
     return universe, filters, out_dir
 
@@ -218,8 +223,8 @@ def generate(cfg: DictConfig, model: Any = None) -> dict:
 
     out_dir.mkdir(parents=True, exist_ok=True)
     atomic_write_json(out_dir / IDENTITY_FILE, identity)
-    resolved = redact_config(OmegaConf.to_container(cfg, resolve=True))
-    resolved.pop("hydra", None)
+    own_keys = [k for k in cfg if k != "hydra"]  # Hydra's own node is not part of the corpus
+    resolved = redact_config(OmegaConf.to_container(OmegaConf.masked_copy(cfg, own_keys), resolve=True))
     atomic_write_text(out_dir / "config.yaml", OmegaConf.to_yaml(resolved))
 
     if is_template:
