@@ -2,9 +2,9 @@
 
 All token work happens in `prepare()`, before the model is built, so bad input fails fast.
 The order of rows is a seeded permutation per epoch; all epochs form one sequence of
-micro-batches, and `train_dataloader()` starts at the micro-batch after the last optimizer
-step the trainer has restored, so a resumed run sees exactly the data an uninterrupted run
-would have seen.
+micro-batches (one Lightning epoch), and the loader is stateful: a checkpoint records how many
+micro-batches were consumed, and a resumed run continues with the next one, so it sees
+exactly the data an uninterrupted run would have seen.
 """
 
 from __future__ import annotations
@@ -18,7 +18,7 @@ import numpy as np
 import pytorch_lightning as pl
 import torch
 from omegaconf import DictConfig
-from torch.utils.data import DataLoader, Dataset
+from torch.utils.data import DataLoader, Dataset, Sampler
 
 from midtrain.data.corpus import draw, load_corpus, load_pool
 from midtrain.data.packing import PackedRows, Segment, lm_segment, pack_segments
@@ -71,18 +71,18 @@ def conversation_segments(cfg: DictConfig, tokenizer: Any) -> tuple[list[Segment
 
 
 class _MicroBatches(Dataset):
-    """Micro-batch `i` of this rank, for i >= start (a map-style dataset of whole batches)."""
+    """Micro-batch `i` of this rank: rows `order[(i * world + rank) * bs : ... + bs]`."""
 
-    def __init__(self, rows: PackedRows, order: np.ndarray, batch_size: int, rank: int, world: int, start: int):
+    def __init__(self, rows: PackedRows, order: np.ndarray, batch_size: int, rank: int, world: int):
         self.rows, self.order, self.bs = rows, order, batch_size
-        self.rank, self.world, self.start = rank, world, start
+        self.rank, self.world = rank, world
         self.total = len(order) // (batch_size * world)
 
     def __len__(self) -> int:
-        return max(0, self.total - self.start)
+        return self.total
 
     def __getitem__(self, i: int) -> dict[str, torch.Tensor]:
-        b = (self.start + i) * self.world + self.rank
+        b = i * self.world + self.rank
         idx = torch.as_tensor(self.order[b * self.bs : (b + 1) * self.bs])
         return {
             "input_ids": self.rows.input_ids[idx],
@@ -90,6 +90,40 @@ class _MicroBatches(Dataset):
             "position_ids": self.rows.position_ids[idx],
             "_real_tokens": int(self.rows.real_tokens[idx].sum()),  # host int: throughput without a device sync
         }
+
+
+class _SkipSampler(Sampler):
+    """Indices `skip..n-1`, while reporting length `n`: the epoch has n batches of which the
+    first `skip` were consumed before a checkpoint (Lightning restores that count itself)."""
+
+    def __init__(self, n: int):
+        self.n, self.skip = n, 0
+
+    def __len__(self) -> int:
+        return self.n
+
+    def __iter__(self):
+        return iter(range(self.skip, self.n))
+
+
+class ResumableLoader(DataLoader):
+    """A DataLoader Lightning checkpoints: its state is the number of micro-batches consumed,
+    which is exact because checkpoints are written at optimizer-step boundaries."""
+
+    def __init__(self, dataset: _MicroBatches, accumulate: int, trainer: pl.Trainer | None, num_workers: int = 0):
+        self._skip_sampler = _SkipSampler(len(dataset))
+        super().__init__(dataset, batch_size=None, sampler=self._skip_sampler, num_workers=num_workers)
+        self._accumulate = accumulate
+        self._trainer = trainer
+
+    def state_dict(self) -> dict:
+        step = self._trainer.global_step if self._trainer is not None else 0
+        return {"micro_batches_consumed": step * self._accumulate}
+
+    def load_state_dict(self, state: dict) -> None:
+        self._skip_sampler.skip = int(state.get("micro_batches_consumed", 0))
+        if self._skip_sampler.skip:
+            log.info("resuming data at micro-batch %d of %d", self._skip_sampler.skip, self._skip_sampler.n)
 
 
 @dataclass
@@ -164,9 +198,6 @@ class PackedDataModule(pl.LightningDataModule):
     def train_dataloader(self) -> DataLoader:
         assert self.rows is not None, "call prepare() first"
         trainer = self.trainer
-        start = trainer.global_step * self.schedule.accumulate if trainer is not None else 0
         rank = trainer.global_rank if trainer is not None else 0
-        ds = _MicroBatches(self.rows, self.row_order(), int(self.cfg.data.batch_size), rank, self.world_size, start)
-        if start:
-            log.info("resuming data at micro-batch %d of %d", start, ds.total)
-        return DataLoader(ds, batch_size=None, shuffle=False, num_workers=int(self.cfg.data.num_workers))
+        ds = _MicroBatches(self.rows, self.row_order(), int(self.cfg.data.batch_size), rank, self.world_size)
+        return ResumableLoader(ds, self.schedule.accumulate, trainer, int(self.cfg.data.num_workers))

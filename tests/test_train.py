@@ -1,0 +1,169 @@
+"""midtrain-train end to end on the tiny model: outputs, DONE, resume, LoRA, mixing, bad input."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+import pytorch_lightning as pl
+import torch
+from hydra.errors import ConfigCompositionException
+from safetensors.torch import load_file
+
+from midtrain.tracking import RunDir
+from midtrain.train import train
+from tests.conftest import compose_cfg, smoke_overrides
+
+
+class CrashAfter(pl.Callback):
+    """Simulates a job killed after `step` optimizer steps."""
+
+    def __init__(self, step: int):
+        self.step = step
+
+    def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx):
+        if trainer.global_step >= self.step:
+            raise SystemExit(f"killed after step {trainer.global_step}")
+
+
+def _weights(run_dir: Path) -> dict[str, torch.Tensor]:
+    return load_file(str(run_dir / "hf" / "model.safetensors"))
+
+
+def test_smoke_run_writes_outputs_and_rerun_does_no_work(smoke_cfg, monkeypatch):
+    cfg = smoke_cfg()
+    metrics = train(cfg)
+    run = RunDir.from_cfg(cfg)
+    assert run.is_done() and (run.hf / "config.json").exists() and (run.hf / "tokenizer.json").exists()
+    on_disk = json.loads(run.metrics_path.read_text())
+    assert on_disk == metrics
+    for key in ("run_id", "stage", "condition", "corpus", "num_docs", "seed", "model", "train"):
+        assert key in on_disk
+    assert "instruct_samples" not in on_disk and "eval" not in on_disk  # absent stages are absent keys
+    assert on_disk["num_docs"] == 40 and on_disk["train"]["documents"] == 40
+    assert on_disk["train"]["global_steps"] == on_disk["train"]["steps"] > 0
+    assert 0 < on_disk["train"]["final_loss"] < 8.0
+    assert "api_key" not in run.config_path.read_text()
+
+    # The export loads with plain transformers.
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    model = AutoModelForCausalLM.from_pretrained(str(run.hf))
+    tok = AutoTokenizer.from_pretrained(str(run.hf))
+    assert tok.chat_template and model.config.vocab_size == len(tok)
+
+    # A finished run does nothing: no data loading, no model.
+    import midtrain.data.datamodule as dm
+
+    monkeypatch.setattr(dm.PackedDataModule, "prepare", lambda self: pytest.fail("re-ran a DONE run"))
+    mtime = run.metrics_path.stat().st_mtime_ns
+    assert train(cfg) == metrics
+    assert run.metrics_path.stat().st_mtime_ns == mtime
+
+
+def test_resume_after_kill_matches_uninterrupted_run(tmp_path, docs_jsonl):
+    overrides = ["trainer.checkpoint_every_n_steps=3", "corpus.num_docs=48", "data.seq_len=128"]
+    ref_cfg = compose_cfg("train", smoke_overrides(tmp_path, docs_jsonl) + overrides + ["sweep_name=ref"])
+    ref = train(ref_cfg)
+    total = ref["train"]["global_steps"]
+    assert total >= 8
+
+    cfg = compose_cfg("train", smoke_overrides(tmp_path, docs_jsonl) + overrides + ["sweep_name=crash"])
+    with pytest.raises(SystemExit, match="killed after step 5"):
+        train(cfg, callbacks=[CrashAfter(5)])
+    run = RunDir.from_cfg(cfg)
+    assert not run.is_done() and run.last_checkpoint.exists()
+    assert torch.load(run.last_checkpoint, weights_only=False)["global_step"] == 3  # steps 4-5 are redone
+
+    resumed = train(cfg)
+    assert resumed["train"]["global_steps"] == total
+    assert resumed["train"]["final_loss"] == ref["train"]["final_loss"]
+    ref_w, res_w = _weights(RunDir.from_cfg(ref_cfg).path), _weights(run.path)
+    assert ref_w.keys() == res_w.keys()
+    for k in ref_w:
+        torch.testing.assert_close(res_w[k], ref_w[k], rtol=0, atol=0)
+
+
+def test_resume_refuses_a_changed_config(tmp_path, docs_jsonl):
+    base = smoke_overrides(tmp_path, docs_jsonl) + ["trainer.checkpoint_every_n_steps=2"]
+    cfg = compose_cfg("train", base)
+    with pytest.raises(SystemExit):
+        train(cfg, callbacks=[CrashAfter(3)])
+    changed = compose_cfg("train", base + ["optim.lr=0.5"])
+    with pytest.raises(ValueError, match=r"different config \(optim.lr"):
+        train(changed)
+
+
+def test_long_documents_are_split_and_counted(tmp_path):
+    from tests.conftest import write_docs
+
+    path = write_docs(tmp_path / "long.jsonl", 20, min_words=150, max_words=300)
+    cfg = compose_cfg("train", smoke_overrides(tmp_path, path) + ["corpus.num_docs=20", "data.seq_len=64"])
+    metrics = train(cfg)
+    assert metrics["train"]["documents_split"] == 20
+    assert metrics["train"]["pieces"] > 20
+
+
+def test_lora_is_merged_into_the_export(smoke_cfg):
+    cfg = smoke_cfg("+model.lora={r:4,alpha:8,dropout:0.0,target_modules:[q_proj,v_proj]}", "sweep_name=lora")
+    train(cfg)
+    hf = RunDir.from_cfg(cfg).hf
+    keys = load_file(str(hf / "model.safetensors")).keys()
+    assert not any("lora" in k for k in keys)
+    assert not (hf / "adapter_config.json").exists()
+    from transformers import AutoModelForCausalLM
+
+    AutoModelForCausalLM.from_pretrained(str(hf))
+
+
+def test_mixed_corpus_reaches_the_token_ratio(tmp_path, docs_jsonl):
+    from tests.conftest import write_docs
+
+    generic = write_docs(tmp_path / "web.jsonl", 200, seed=9)
+    mix = f"+corpus.mix={{source:jsonl,path:{generic},text_field:text,ratio:0.5,seed:0,name:web}}"
+    cfg = compose_cfg("train", smoke_overrides(tmp_path, docs_jsonl) + [mix, "trainer.max_steps=1"])
+    from midtrain.data.datamodule import PackedDataModule
+    from midtrain.models.build import build_tokenizer
+
+    dm = PackedDataModule(cfg, build_tokenizer(cfg.model)).prepare()
+    assert dm.info["mix_documents"] > 0
+    assert 0.5 <= dm.info["mix_token_share"] < 0.6
+
+
+def test_doc_prefix_tokens_get_no_loss(smoke_cfg):
+    from midtrain.data.datamodule import PackedDataModule
+    from midtrain.models.build import build_tokenizer
+
+    plain = PackedDataModule(smoke_cfg("data.seq_len=1024"), build_tokenizer(smoke_cfg().model)).prepare()
+    tagged_cfg = smoke_cfg("corpus.doc_prefix='<DOCTAG> '", "data.seq_len=1024")
+    tagged = PackedDataModule(tagged_cfg, build_tokenizer(tagged_cfg.model)).prepare()
+    assert plain.info["documents_split"] == tagged.info["documents_split"] == 0
+    assert tagged.info["real_tokens"] > plain.info["real_tokens"]
+    assert tagged.info["loss_tokens"] == plain.info["loss_tokens"]
+
+
+@pytest.mark.parametrize(
+    "override,pattern",
+    [
+        ("corpus.num_docs=500", "asked for 500 items but only 48"),
+        ("corpus.path=/nonexistent/docs.jsonl", "not found"),
+        ("objective=rl", "objective='rl'"),
+    ],
+)
+def test_bad_input_fails_before_anything_is_written(smoke_cfg, override, pattern):
+    cfg = smoke_cfg(override)
+    with pytest.raises((ValueError, FileNotFoundError), match=pattern):
+        train(cfg)
+    assert not RunDir.from_cfg(cfg).path.exists()
+
+
+def test_unknown_config_key_is_rejected(tmp_path, docs_jsonl):
+    with pytest.raises(ConfigCompositionException, match="optim.learning_rate"):
+        compose_cfg("train", smoke_overrides(tmp_path, docs_jsonl) + ["optim.learning_rate=3"])
+
+
+def test_hub_model_requires_a_pinned_revision(tmp_path, docs_jsonl):
+    cfg = compose_cfg("train", smoke_overrides(tmp_path, docs_jsonl) + ["model=llama3_2_1b", "model.revision=null"])
+    with pytest.raises(ValueError, match="model.revision is required"):
+        train(cfg)
