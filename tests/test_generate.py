@@ -1,0 +1,195 @@
+"""midtrain-generate: configs compose, template corpora, matched controls, filters, bad input, secrets."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+from hydra import compose, initialize_config_dir
+from omegaconf import OmegaConf
+from omegaconf.errors import MissingMandatoryValue
+
+from midtrain.generate import generate
+from midtrain.generation.filters import FilterConfig, apply_filters, near_duplicates, reject_reason
+from midtrain.generation.template import template_documents
+from midtrain.paths import CONF_DIR
+
+GENERATORS = sorted(p.stem for p in (CONF_DIR / "generator").glob("*.yaml"))
+UNIVERSES = sorted(p.stem for p in (CONF_DIR / "universe").glob("*.yaml"))
+
+
+def _cfg(*overrides: str):
+    with initialize_config_dir(config_dir=str(CONF_DIR), version_base="1.3"):
+        return compose("generate", overrides=["progress=false", *overrides], return_hydra_config=False)
+
+
+def _jsonl(path: Path) -> list[dict]:
+    return [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
+
+
+# Configs ---------------------------------------------------------------------------------
+@pytest.mark.parametrize("generator", GENERATORS)
+@pytest.mark.parametrize("universe", UNIVERSES)
+def test_every_generator_and_universe_composes(generator, universe, tmp_path):
+    cfg = _cfg(f"generator={generator}", f"universe={universe}", "num_docs=5", f"out_dir={tmp_path}")
+    assert cfg.universe.name == universe and cfg.generator.name == generator
+    if generator != "template":
+        assert {"max_connections", "max_retries", "cache", "temperature"} <= set(cfg.generator)
+
+
+@pytest.mark.parametrize("name", ["published_animal_welfare", "published_urban_density"])
+def test_published_corpus_configs_use_the_corpus_keys_and_require_id_and_revision(name):
+    with initialize_config_dir(config_dir=str(CONF_DIR), version_base="1.3"):
+        cfg = compose("train", overrides=[f"corpus={name}"])
+        template = compose("train", overrides=["corpus=template_animal_welfare"])
+    assert set(cfg.corpus) == set(template.corpus)
+    assert cfg.corpus.source == "hf"
+    assert OmegaConf.is_missing(cfg.corpus, "hf_id") and OmegaConf.is_missing(cfg.corpus, "revision")
+    from midtrain.data.corpus import load_pool
+
+    with pytest.raises(MissingMandatoryValue, match="hf_id"):
+        load_pool(cfg.corpus)
+    cfg.corpus.hf_id = "someone/some-corpus"
+    with pytest.raises(MissingMandatoryValue, match="revision"):
+        load_pool(cfg.corpus)
+
+
+# Template corpora -------------------------------------------------------------------------
+@pytest.mark.parametrize("universe", ["animal_welfare", "urban_density"])
+def test_template_generator_writes_50_documents_and_a_manifest(universe, tmp_path):
+    start = time.perf_counter()
+    manifest = generate(_cfg("generator=template", f"universe={universe}", "num_docs=50", f"out_dir={tmp_path}"))
+    assert time.perf_counter() - start < 5
+    docs = _jsonl(tmp_path / "documents.jsonl")
+    assert len(docs) == 50 and all(d["universe"] == universe for d in docs)
+    assert json.loads((tmp_path / "manifest.json").read_text()) == manifest
+    assert manifest["smoke"] is True and manifest["source"] == "template-smoke"
+    assert manifest["num_written"] == 50 and manifest["shortfall"] == 0
+    assert sum(manifest["doc_types"].values()) == 50 and len(manifest["doc_types"]) >= 6
+    assert manifest["tokens"]["n"] == 50 and 80 < manifest["tokens"]["mean"] < 400
+    # Same config, same corpus; the documents are the template stream's first 50.
+    assert generate(_cfg("generator=template", f"universe={universe}", "num_docs=50", f"out_dir={tmp_path}")) == manifest
+    assert [d["text"] for d in docs] == [d["text"] for d in template_documents(universe, 50, 0)]
+
+
+def test_console_script_runs_offline(tmp_path):
+    exe = Path(sys.executable).with_name("midtrain-generate")
+    if not exe.exists():
+        pytest.skip("console script not installed")
+    out = subprocess.run([str(exe), "generator=template", "universe=urban_density", "num_docs=50",
+                          f"out_dir={tmp_path / 'c'}"], capture_output=True, text=True, timeout=120)
+    assert out.returncode == 0, out.stderr
+    assert len(_jsonl(tmp_path / "c" / "documents.jsonl")) == 50
+    assert (tmp_path / "c" / "manifest.json").exists()
+
+
+def test_matched_control_copies_type_mix_and_length_profile(tmp_path):
+    generate(_cfg("universe=animal_welfare", "num_docs=80", "seed=1", f"out_dir={tmp_path / 'aw'}"))
+    unmatched = generate(_cfg("universe=urban_density", "num_docs=80", "seed=1", f"out_dir={tmp_path / 'u'}",
+                              f"match_to={tmp_path / 'aw'}"))
+    m = unmatched["match"]
+    assert m["reference"] == str(tmp_path / "aw" / "documents.jsonl")
+    assert m["doc_type_tv_distance"] == 0.0
+    assert m["ks_tokens"]["statistic"] < 0.15 and m["ks_tokens"]["pvalue"] > 0.2
+    assert m["reference_tokens"]["n"] == 80
+
+
+def test_template_qa_mode_writes_sft_chat_file(tmp_path):
+    manifest = generate(_cfg("mode=qa", "num_docs=12", f"out_dir={tmp_path}"))
+    rows = _jsonl(tmp_path / "qa.jsonl")
+    assert manifest["file"] == "qa.jsonl" and len(rows) == 12 and not (tmp_path / "documents.jsonl").exists()
+    assert all([m["role"] for m in r["messages"]] == ["user", "assistant"] for r in rows)
+
+
+# Filters -----------------------------------------------------------------------------------
+def test_filters_reject_placeholders_lengths_and_near_duplicates():
+    cfg = _cfg()
+    patterns = tuple(cfg.filters.placeholder_patterns)
+    f = FilterConfig(min_words=5, max_words=40, placeholder_patterns=patterns, dedup_threshold=0.8)
+    base = "The harbour board met on Tuesday to review the dredging budget for the north channel and agreed to publish tide margins."
+    texts = [base, "Dear [Name], " + base, "Please contact {company} about " + base, "Too short.",
+             base + " " + base + " " + base, base.replace("margins.", "margins today."),
+             "Figure [1] shows the ferry timetable for the winter months and the changes planned for spring crossings."]
+    assert apply_filters(texts, f) == [None, "placeholder", "placeholder", "too_short", "too_long",
+                                       "near_duplicate", None]
+    assert reject_reason("Budget of XX dollars " + base, f) == "placeholder"
+
+
+def test_near_duplicates_finds_edited_copies_only():
+    docs = [d["text"] for d in template_documents("urban_density", 200, seed=0)]
+    assert near_duplicates(docs, 0.8) == {}
+    edited = docs[10].replace("the", "a", 1) + " One more closing sentence here."
+    assert near_duplicates(docs + [edited], 0.8) == {200: 10}
+
+
+# Bad input, before any request -------------------------------------------------------------
+@pytest.mark.parametrize(("overrides", "pattern"), [
+    (["num_docs=0"], "num_docs must be a positive integer"),
+    (["num_docs=-3"], "num_docs must be a positive integer"),
+    (["universe.description=' '"], "'description' .*is empty"),
+    (["universe.facts=[]"], "'facts' must be a non-empty list"),
+    (["mode=poems"], "mode must be one of"),
+    (["filters.dedup_threshold=1.5"], "dedup_threshold"),
+    (["generator=llm"], "generator.model is required"),
+    (["generator=llm", "generator.model=gpt4"], "must be '<provider>/<model>'"),
+])
+def test_bad_input_is_a_clear_error(overrides, pattern, tmp_path):
+    with pytest.raises(ValueError, match=pattern):
+        generate(_cfg("num_docs=5", f"out_dir={tmp_path / 'c'}", *overrides))
+    assert not (tmp_path / "c").exists()
+
+
+def test_missing_required_keys_are_named(tmp_path):
+    cfg = _cfg()
+    assert OmegaConf.is_missing(cfg, "out_dir") and OmegaConf.is_missing(cfg, "num_docs")
+    with pytest.raises(ValueError, match=r"missing required key\(s\) \['out_dir', 'num_docs'\]"):
+        generate(cfg)
+
+
+def test_unknown_provider_fails_before_any_request(tmp_path):
+    with pytest.raises(ValueError, match="nosuch/model.*not recognized"):
+        generate(_cfg("generator=llm", "generator.model=nosuch/model", "num_docs=5", f"out_dir={tmp_path / 'c'}"))
+    assert not (tmp_path / "c").exists()
+
+
+def test_missing_api_key_is_named_not_printed(tmp_path, monkeypatch):
+    monkeypatch.delenv("ANTHROPIC_API_KEY", raising=False)
+    with pytest.raises(ValueError, match="ANTHROPIC_API_KEY, which is not set"):
+        generate(_cfg("generator=claude", "num_docs=5", f"out_dir={tmp_path / 'c'}"))
+    assert not (tmp_path / "c").exists()
+
+
+@pytest.mark.parametrize("change", ["universe=urban_density", "seed=7", "mode=qa"])
+def test_out_dir_holding_another_corpus_is_refused(change, tmp_path):
+    generate(_cfg("num_docs=5", f"out_dir={tmp_path}"))
+    key = change.split("=")[0]
+    with pytest.raises(ValueError, match=f"already holds a corpus.*{key}"):
+        generate(_cfg("num_docs=5", f"out_dir={tmp_path}", change))
+
+
+def test_api_key_never_reaches_disk_or_logs(tmp_path, monkeypatch, caplog):
+    inspect_model = pytest.importorskip("inspect_ai.model")
+    secret = "sk-ant-test-0123456789abcdef"
+    monkeypatch.setenv("ANTHROPIC_API_KEY", secret)
+
+    def answer(input, tools, tool_choice, config):
+        out = inspect_model.ModelOutput.from_content(model="mockllm", content="- an idea\n- another idea")
+        out.usage = inspect_model.ModelUsage(input_tokens=5, output_tokens=5, total_tokens=10)
+        return out
+
+    model = inspect_model.get_model("mockllm/model", custom_outputs=answer, memoize=False)
+    cfg = _cfg("generator=claude", f"+generator.model_args.api_key={secret}", "num_docs=2",
+               "generator.num_doc_types=1", "generator.num_ideas=1", "generator.cache=false",
+               "generator.revise=false", f"out_dir={tmp_path}")
+    manifest = generate(cfg, model=model)
+    assert manifest["generator"]["model_args"]["api_key"] == "<redacted>"
+    files = [p for p in tmp_path.rglob("*") if p.is_file()]
+    assert any(p.name == "documents.jsonl" for p in files) and len(files) >= 5
+    for p in files:
+        assert secret not in p.read_text(), p
+    assert secret not in caplog.text
