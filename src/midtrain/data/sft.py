@@ -94,7 +94,13 @@ def load_instruct_rows(cfg: DictConfig) -> tuple[list[dict], str]:
                 raise ValueError(f"instruct.revision is required for the hub dataset {cfg.hf_id!r}: pin a commit hash")
             ds = datasets.load_dataset(str(cfg.hf_id), revision=str(cfg.revision), split=cfg.split)
         return [dict(r) for r in ds], str(cfg.hf_id)
-    raise ValueError(f"instruct.source={source!r}: expected jsonl or hf")
+    if source == "template":
+        from midtrain.generation.template import template_qa
+
+        if not cfg.get("universe"):
+            raise ValueError("universe is required for template Q&A data")
+        return template_qa(str(cfg.universe), num_pairs=int(cfg.pool_size), seed=0), f"template-qa:{cfg.universe}"
+    raise ValueError(f"instruct.source={source!r}: expected jsonl, hf or template")
 
 
 def load_conversations(cfg: DictConfig) -> list[list[dict]]:

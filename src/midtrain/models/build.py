@@ -123,6 +123,7 @@ def build_model(
             str(model_cfg.name_or_path), dtype=dtype, attn_implementation=attn, **kwargs
         )
     model.config.use_cache = False  # training: packed masks only apply without a cache
+    model.train()  # from_pretrained returns eval mode; gradient checkpointing keys off .training
     if model_cfg.get("lora"):
         model = _apply_lora(model, model_cfg.lora)
     log.info("model %s: %.1fM parameters, attention %s", model_cfg.name, count_parameters(model) / 1e6, attn)

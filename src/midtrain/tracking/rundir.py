@@ -82,7 +82,7 @@ class RunDir:
     @classmethod
     def from_cfg(cls, cfg: DictConfig) -> "RunDir":
         """The run directory named by `cfg.run_dir` (itself `${paths.runs_root}/${sweep_name}/${run_id}`)."""
-        return cls(Path(str(cfg.run_dir)).expanduser())
+        return cls(Path(str(cfg.run_dir)).expanduser().absolute())
 
     # Layout -------------------------------------------------------------------------
     @property
