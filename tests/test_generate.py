@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-import os
 import subprocess
 import sys
 import time
@@ -134,6 +133,7 @@ def test_near_duplicates_finds_edited_copies_only():
     (["universe.description=' '"], "'description' .*is empty"),
     (["universe.facts=[]"], "'facts' must be a non-empty list"),
     (["mode=poems"], "mode must be one of"),
+    (["universe.template=null"], "no 'template' block"),
     (["filters.dedup_threshold=1.5"], "dedup_threshold"),
     (["generator=llm"], "generator.model is required"),
     (["generator=llm", "generator.model=gpt4"], "must be '<provider>/<model>'"),

@@ -129,7 +129,7 @@ def validate(cfg: DictConfig) -> tuple[Universe, FilterConfig, Path]:
     universe = universe_from_mapping(cfg.universe, "config key 'universe'")
     filters = _filters(cfg)
     if cfg.generator.name == "template":
-        tmpl._template_block(universe)
+        tmpl.template_block(universe)
     elif OmegaConf.is_missing(cfg.generator, "model"):
         raise ValueError("generator.model is required for LLM generation, e.g. generator.model=anthropic/claude-sonnet-4-5")
     else:

@@ -197,7 +197,8 @@ def _join(sentences: Sequence[str], rng: random.Random) -> str:
     return " ".join(out)
 
 
-def _template_block(universe: Universe) -> Mapping[str, Any]:
+def template_block(universe: Universe) -> Mapping[str, Any]:
+    """The universe's `template` block, checked: generator=template cannot run without it."""
     block = universe.template
     if not block:
         raise ValueError(
@@ -211,7 +212,7 @@ def _template_block(universe: Universe) -> Mapping[str, Any]:
 
 
 def _context(universe: Universe, fact: Fact, rng: random.Random) -> dict[str, Any]:
-    block = _template_block(universe)
+    block = template_block(universe)
     topic = rng.choice(fact.topics) if fact.topics else block["subject"]
     org = rng.choice(block["organizations"])
     place = rng.choice(block["places"])
@@ -234,7 +235,7 @@ def _render(universe: Universe, fact: Fact, doc_type: str, rng: random.Random,
     n_ev, n_pr, with_assist, with_extra = sizes
     evidence = rng.sample(list(fact.evidence), min(n_ev, len(fact.evidence)))
     practice = rng.sample(list(fact.practice), min(n_pr, len(fact.practice)))
-    assistant = list(_template_block(universe).get("assistant") or [])
+    assistant = list(template_block(universe).get("assistant") or [])
     parts: list[str] = []
     for section in spec["layout"]:
         label = labels.get(section, "")
