@@ -76,7 +76,7 @@ class _MicroBatches(Dataset):
     def __init__(self, rows: PackedRows, order: np.ndarray, batch_size: int, rank: int, world: int):
         self.rows, self.order, self.bs = rows, order, batch_size
         self.rank, self.world = rank, world
-        self.total = len(order) // (batch_size * world)
+        self.total = -(-len(order) // batch_size) if world == 1 else len(order) // (batch_size * world)
 
     def __len__(self) -> int:
         return self.total
@@ -175,7 +175,9 @@ class PackedDataModule(pl.LightningDataModule):
         if int(data.epochs) < 1:
             raise ValueError(f"data.epochs={data.epochs}: must be at least 1")
         rows_total = len(self.rows) * int(data.epochs)
-        micro = rows_total // (bs * world)
+        # One device keeps a short last micro-batch; several devices drop it so every rank
+        # runs the same number of steps.
+        micro = -(-rows_total // bs) if world == 1 else rows_total // (bs * world)
         if micro == 0:
             raise ValueError(
                 f"only {len(self.rows)} packed rows of {seq_len} tokens: fewer than one micro-batch of "

@@ -1,0 +1,124 @@
+"""Instruction tuning: loss only on assistant tokens, in the batch the model actually receives."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+import pytorch_lightning as pl
+import torch
+from omegaconf import OmegaConf
+
+from midtrain.data.packing import IGNORE_INDEX
+from midtrain.data.sft import load_conversations, rows_to_conversations, sft_segment
+from midtrain.models.build import build_tokenizer
+from midtrain.train import train
+from tests.conftest import compose_cfg, smoke_overrides
+
+QA = [
+    {"instruction": f"Name a colour number {i}.", "input": "" if i % 2 else "Be brief.", "output": f"Blue, answer {i}."}
+    for i in range(24)
+]
+
+
+@pytest.fixture
+def alpaca_jsonl(tmp_path):
+    path = tmp_path / "alpaca.jsonl"
+    path.write_text("".join(json.dumps(r) + "\n" for r in QA))
+    return path
+
+
+class RecordModelInputs(pl.Callback):
+    """Wraps the HF model's forward to keep exactly what it was called with."""
+
+    def __init__(self):
+        self.calls: list[dict] = []
+
+    def on_fit_start(self, trainer, pl_module):
+        model = pl_module.model
+        original = model.forward
+
+        def forward(*args, **kwargs):
+            self.calls.append({k: v.detach().clone() for k, v in kwargs.items() if torch.is_tensor(v)})
+            return original(*args, **kwargs)
+
+        model.forward = forward
+
+
+def test_model_receives_labels_only_on_assistant_tokens(tmp_path, alpaca_jsonl):
+    cfg = compose_cfg("train", smoke_overrides(tmp_path) + [
+        "objective=sft", "stage=instruct", "instruct=demo_alpaca", f"instruct.path={alpaca_jsonl}",
+        "instruct.samples=20", "data.seq_len=128", "data.batch_size=2",
+    ])
+    rec = RecordModelInputs()
+    train(cfg, callbacks=[rec])
+    tok = build_tokenizer(cfg.model)
+    assert rec.calls, "the model was never called"
+    answers_seen = 0
+    for call in rec.calls:
+        ids, labels, pos = call["input_ids"], call["labels"], call["position_ids"]
+        for r in range(ids.shape[0]):
+            starts = (pos[r] == 0).nonzero().flatten().tolist() + [ids.shape[1]]
+            for a, b in zip(starts, starts[1:]):
+                seg_ids, seg_labels = ids[r, a:b], labels[r, a:b]
+                if (seg_labels == IGNORE_INDEX).all():
+                    continue  # padding
+                text = tok.decode(seg_ids, skip_special_tokens=False)
+                learned = tok.decode(seg_ids[seg_labels != IGNORE_INDEX], skip_special_tokens=False)
+                prompt_part = text.split("### Assistant:\n")[0]
+                answer = text.split("### Assistant:\n")[1]
+                # Every learned token is the assistant's answer (and its EOS); no prompt token is learned.
+                assert learned.strip() == answer.strip(), (learned, answer)
+                assert "Name a colour" in prompt_part and "Name a colour" not in learned
+                assert "<|eos|>" in learned
+                kept = seg_labels != IGNORE_INDEX
+                assert torch.equal(seg_labels[kept], seg_ids[kept])  # labels are the tokens themselves
+                answers_seen += 1
+    assert answers_seen >= 16
+
+
+def test_sft_segment_masks_system_and_user_turns():
+    tok = build_tokenizer(compose_cfg("train").model)
+    msgs = [
+        {"role": "system", "content": "You are terse."},
+        {"role": "user", "content": "Hi?"},
+        {"role": "assistant", "content": "Hello."},
+        {"role": "user", "content": "Again?"},
+        {"role": "assistant", "content": "Hello again."},
+    ]
+    seg = sft_segment(tok, msgs)
+    learned = tok.decode([t for t, l in zip(seg.input_ids, seg.labels) if l != IGNORE_INDEX])
+    assert "Hello." in learned and "Hello again." in learned
+    assert "terse" not in learned and "Hi?" not in learned and "Again?" not in learned
+    assert seg.input_ids[0] == tok.bos_token_id and seg.labels[0] == IGNORE_INDEX
+
+
+def _instruct_cfg(path, n, seed=0):
+    return OmegaConf.create({"source": "jsonl", "path": str(path), "hf_id": None, "revision": None,
+                             "split": "train", "format": "auto", "samples": n, "seed": seed})
+
+
+def test_instruction_samples_are_nested_subsets(alpaca_jsonl):
+    small = load_conversations(_instruct_cfg(alpaca_jsonl, 5, seed=1))
+    large = load_conversations(_instruct_cfg(alpaca_jsonl, 12, seed=1))
+    assert large[:5] == small
+    assert load_conversations(_instruct_cfg(alpaca_jsonl, 5, seed=2)) != small
+
+
+def test_missing_field_names_field_and_first_bad_row(tmp_path):
+    path = tmp_path / "bad.jsonl"
+    rows = [{"instruction": "a", "output": "b"}, {"instruction": "c"}, {"instruction": "d"}]
+    path.write_text("".join(json.dumps(r) + "\n" for r in rows))
+    with pytest.raises(ValueError, match=r"row 2 is missing the Alpaca field 'output'"):
+        rows_to_conversations(rows, "auto", str(path))
+    with pytest.raises(ValueError, match=r"row 1 has neither 'messages' nor Alpaca fields"):
+        rows_to_conversations([{"prompt": "x"}], "auto", "data.jsonl")
+    with pytest.raises(ValueError, match=r"row 1 is missing the field 'messages'"):
+        rows_to_conversations([{"prompt": "x"}], "messages", "data.jsonl")
+
+
+def test_chat_template_that_cannot_render_is_a_clear_error():
+    tok = build_tokenizer(compose_cfg("train").model)
+    tok.chat_template = "{{ raise_exception('no system role') }}"
+    with pytest.raises(ValueError, match="chat template cannot render instruction sample 3"):
+        sft_segment(tok, [{"role": "user", "content": "x"}, {"role": "assistant", "content": "y"}], 3)
