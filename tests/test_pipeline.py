@@ -86,6 +86,7 @@ def test_base_condition_skips_midtraining(tmp_path):
     assert not (run.path / "midtrain").exists()
     assert set(metrics["train"]) == {"instruct"}
     assert metrics["num_docs"] == 0 and metrics["corpus"] is None
+    assert run.path.name == "base-tiny-llama-i8-s0"
     assert metrics["train"]["instruct"]["init_from"] is None
 
 
