@@ -55,7 +55,9 @@ def _model_under_test(cfg: DictConfig, run: RunDir):
         raise ValueError(f"model.provider must be hf, vllm or auto, got {provider!r}")
     if m.get("device"):
         extra.setdefault("device", str(m.device))
-    return get_model(f"hf/{run.path.name}", model_path=str(run.hf), chat_template=template, **extra)
+    # The model name is the local path: anything that resolves the name (weights, tokenizer,
+    # adapter and model-info lookups) then finds the directory instead of asking the hub.
+    return get_model(f"hf/{run.hf.resolve()}", chat_template=template, **extra)
 
 
 def _generate_kwargs(cfg: DictConfig) -> dict[str, Any]:

@@ -27,7 +27,7 @@ class GraderRequiredError(ValueError):
     """Raised when a model-graded task is asked to run without an explicit grader."""
 
 
-def require_graders(grader_models: Sequence[str | Model] | str | None, task_name: str) -> list[str | Model]:
+def require_graders(grader_models: Sequence[str | Model] | str | Model | None, task_name: str) -> list[str | Model]:
     """The grader list, or a clear error: Inspect would let the model under test grade itself.
 
     Args:
@@ -35,7 +35,7 @@ def require_graders(grader_models: Sequence[str | Model] | str | None, task_name
             accepted for `-T grader_models=...` on the command line.
         task_name: named in the error.
     """
-    if isinstance(grader_models, str):
+    if isinstance(grader_models, (str, Model)):
         grader_models = [grader_models]
     graders = [g for g in (grader_models or []) if g]
     if not graders:
