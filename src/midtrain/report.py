@@ -274,6 +274,8 @@ def _plot(summary: list[dict], out_dir: Path, cfg: DictConfig) -> dict[str, str]
 
     numeric = [s for s in summary if _is_number(s.get("num_docs")) and _is_number(s.get("instruct_samples"))]
     at = cfg.plots.doc_count_at_instruct_samples
+    if at is None and numeric:  # the least instruction-tuned setting present
+        at = min(s["instruct_samples"] for s in numeric)
     lines_plot("anima_vs_doc_count", "num_docs", [s for s in numeric if s["instruct_samples"] == at],
                lambda s: label(s, "model", "condition"), f"{cfg.metric} vs documents ({at} SFT samples)",
                "midtraining documents")
