@@ -283,3 +283,22 @@ def test_scripted_grader_parses_what_the_real_prompt_contains():
     prompt = prompt.replace("{question}", "Q?").replace("{answer}", "A").replace("{instructions}", "")
     reply = scripted_grader("s").api.outputs([ChatMessageUser(content=prompt)], [], "auto", None)
     assert reply.completion in GRADE_TEXT.values()
+
+
+def test_hub_loading_pins_the_revision(monkeypatch):
+    """The hub path reads both configs at the pinned revision through inspect_evals' loader."""
+    import inspect_evals.utils.huggingface as hf
+
+    calls = []
+
+    def fake_load_dataset(repo, name=None, **kwargs):
+        calls.append((repo, name, kwargs))
+        return list(DIMENSIONS) if name == "dimensions" else list(QUESTIONS)
+
+    monkeypatch.setattr(hf, "load_dataset", fake_load_dataset)
+    data = load_anima(None, repo_id="org/anima", revision="abc123", subset="all")
+    assert len(data.samples) == 5 and data.revision == "org/anima@abc123"
+    assert {c[2]["revision"] for c in calls} == {"abc123"}
+    assert ("org/anima", None, {"split": "train", "revision": "abc123", "data_dir": "questions"}) in calls
+    with pytest.raises(ValueError, match="pinned revision"):
+        load_anima(None, repo_id="org/anima", revision="")

@@ -155,3 +155,15 @@ def test_hf_provider_on_the_run_dir(tmp_path):
     assert first.output.model and first.messages[0].text == QUESTIONS[0]["question"]
     metrics = json.loads((run / "metrics.json").read_text())
     assert metrics["eval"]["anima"]["dataset_revision"] == a["dataset_revision"]
+
+
+def test_configured_task_lists_name_real_tasks_and_arguments():
+    """Every task in eval=capabilities/safety exists in inspect_evals and accepts its args."""
+    import inspect
+
+    cfg = compose_eval(["run_dir=/runs/x", "eval=paper"])
+    for suite in ("capabilities", "safety"):
+        for key, t in cfg.eval[suite].tasks.items():
+            params = inspect.signature(resolve_task(t.task)).parameters
+            for arg in list(t.args or {}) + ([t.grader_arg] if t.get("grader_arg") else []):
+                assert arg in params, f"eval.{suite}.tasks.{key}: {t.task} takes no argument {arg!r}"

@@ -178,8 +178,10 @@ def _hub_rows(repo_id: str, revision: str, config: str) -> list[tuple[str, dict]
     """Rows of one config from the hub through inspect_evals' retrying loader."""
     from inspect_evals.utils.huggingface import load_dataset
 
-    kwargs = {"data_dir": "questions"} if config == "questions" else {"name": config}
-    ds = load_dataset(repo_id, split="train", revision=revision, **kwargs)
+    if config == "questions":
+        ds = load_dataset(repo_id, split="train", revision=revision, data_dir="questions")
+    else:
+        ds = load_dataset(repo_id, config, split="train", revision=revision)
     fields = QUESTION_FIELDS if config == "questions" else DIMENSION_FIELDS
     rows = []
     for i, row in enumerate(ds):
