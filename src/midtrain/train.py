@@ -163,11 +163,12 @@ def _plugins() -> list:
 
 
 def _callbacks(cfg: DictConfig, run: RunDir, model: "torch.nn.Module", dm: "PackedDataModule", tokenizer: Any) -> list:
-    from pytorch_lightning.callbacks import ModelCheckpoint
+    from pytorch_lightning.callbacks import ModelCheckpoint, TQDMProgressBar
 
     from midtrain.lightning.callbacks import ThroughputMonitor, flops_per_token
     from midtrain.models.build import count_parameters
 
+    refresh = max(1, int(cfg.trainer.log_every_n_steps))
     callbacks: list = [
         ModelCheckpoint(
             dirpath=str(run.checkpoints),
@@ -178,6 +179,9 @@ def _callbacks(cfg: DictConfig, run: RunDir, model: "torch.nn.Module", dm: "Pack
             save_top_k=1,
         )
     ]
+    if cfg.trainer.enable_progress_bar:
+        # The bar reads metrics from the device only every `refresh` batches (no per-step sync).
+        callbacks.append(TQDMProgressBar(refresh_rate=refresh))
     mc = model.config
     mean_ctx = dm.info["real_tokens"] / max(1, dm.info["pieces"])
     fpt = flops_per_token(count_parameters(model), mc.num_hidden_layers, mc.hidden_size, mean_ctx)
@@ -200,10 +204,12 @@ def _callbacks(cfg: DictConfig, run: RunDir, model: "torch.nn.Module", dm: "Pack
 def _prepare_model(cfg: DictConfig, tokenizer: Any, dev: str) -> "torch.nn.Module":
     import pytorch_lightning as pl
 
-    from midtrain.models.build import build_model, decoder_layers
+    from midtrain.models.build import apply_liger_kernels, build_model, decoder_layers
 
     pl.seed_everything(int(cfg.seed), workers=True, verbose=False)
     model = build_model(cfg.model, tokenizer, cfg.get("init_from"), dev, compile=bool(cfg.trainer.compile))
+    if cfg.trainer.get("liger_kernels"):
+        apply_liger_kernels(model)
     if cfg.trainer.activation_checkpointing and str(cfg.trainer.strategy) != "fsdp":
         model.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
     if cfg.trainer.compile:
