@@ -167,3 +167,11 @@ def test_hub_model_requires_a_pinned_revision(tmp_path, docs_jsonl):
     cfg = compose_cfg("train", smoke_overrides(tmp_path, docs_jsonl) + ["model=llama3_2_1b", "model.revision=null"])
     with pytest.raises(ValueError, match="model.revision is required"):
         train(cfg)
+
+
+@pytest.mark.slow
+def test_compiled_blocks_train_to_the_same_loss(smoke_cfg):
+    eager = train(smoke_cfg("sweep_name=eager"))
+    compiled = train(smoke_cfg("sweep_name=compiled", "trainer.compile=true"))
+    assert compiled["train"]["global_steps"] == eager["train"]["global_steps"]
+    assert compiled["train"]["final_loss"] == pytest.approx(eager["train"]["final_loss"], rel=1e-3)
