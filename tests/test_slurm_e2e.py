@@ -1,0 +1,197 @@
+"""End to end on a real SLURM scheduler (slurm/local_cluster.sh start): the smoke grid as a job
+array, the report over it, relaunching a finished and a half-finished sweep, and a job requeued
+in the middle of training that ends with the same metrics as an uninterrupted run.
+
+    sudo bash slurm/local_cluster.sh start && pytest -m slurm tests/test_slurm_e2e.py
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import shutil
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+from midtrain.paths import REPO_ROOT
+
+pytestmark = pytest.mark.slurm
+
+BIN = Path(sys.executable).parent
+LAUNCHER = "hydra/launcher=slurm_cpu"
+SWEEP_TIMEOUT_S = 420
+
+
+def _cluster_up() -> bool:
+    if shutil.which("scontrol") is None:
+        return False
+    return subprocess.run(["scontrol", "ping"], capture_output=True, text=True).returncode == 0
+
+
+@pytest.fixture(scope="module", autouse=True)
+def cluster():
+    if not _cluster_up():
+        pytest.skip("no SLURM controller answers; start one with `sudo bash slurm/local_cluster.sh start`")
+
+
+def _env() -> dict:
+    env = dict(os.environ)
+    env.pop("MIDTRAIN_RUNS_ROOT", None)
+    env.setdefault("WANDB_MODE", "disabled")
+    return env
+
+
+def sweep_cmd(runs_root: Path, *overrides: str) -> list[str]:
+    return [str(BIN / "midtrain-pipeline"), "--config-dir", "sweeps", "--config-name", "smoke_local", LAUNCHER,
+            f"paths.runs_root={runs_root}", *overrides]
+
+
+def run_sweep(runs_root: Path, *overrides: str) -> subprocess.CompletedProcess:
+    # From the repository root: the launcher's setup line sources slurm/env.sh relative to it.
+    proc = subprocess.run(sweep_cmd(runs_root, *overrides), cwd=REPO_ROOT, env=_env(), capture_output=True,
+                          text=True, timeout=SWEEP_TIMEOUT_S)
+    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-5000:]
+    return proc
+
+
+def run_dirs(sweep_dir: Path) -> list[Path]:
+    return sorted(p for p in sweep_dir.iterdir() if p.is_dir() and not p.name.startswith("."))
+
+
+def snapshot(sweep_dir: Path) -> dict[str, int]:
+    """mtime of every file of every run directory (not Hydra's/submitit's bookkeeping)."""
+    return {str(p): p.stat().st_mtime_ns for d in run_dirs(sweep_dir) for p in d.rglob("*") if p.is_file()}
+
+
+def job_folders(sweep_dir: Path) -> list[Path]:
+    """submitit's per-job folders (`<jobid>` or `<arrayid>_<index>`), oldest first."""
+    folders = (p for p in (sweep_dir / ".multirun" / ".submitit").iterdir() if re.fullmatch(r"\d+(_\d+)?", p.name))
+    return sorted(folders, key=lambda p: p.stat().st_mtime)
+
+
+@pytest.fixture(scope="module")
+def grid(tmp_path_factory):
+    runs_root = tmp_path_factory.mktemp("slurm_runs")
+    t0 = time.monotonic()
+    run_sweep(runs_root)
+    return runs_root / "smoke_local", time.monotonic() - t0
+
+
+def test_smoke_grid_runs_as_a_job_array_and_reports(grid, tmp_path):
+    sweep_dir, seconds = grid
+    runs = run_dirs(sweep_dir)
+    assert len(runs) == 4, runs
+    for r in runs:
+        assert (r / "DONE").exists(), r
+        m = json.loads((r / "metrics.json").read_text())
+        assert m["condition"] in ("treatment", "control") and m["seed"] in (0, 1)
+        assert isinstance(m["eval"]["probe"]["margin"], float)
+    # One array of four tasks: <jobid>_0 .. <jobid>_3, submitted by one sbatch script.
+    folders = [p.name for p in job_folders(sweep_dir)]
+    array_ids = {f.split("_")[0] for f in folders if "_" in f}
+    assert len(array_ids) == 1, folders
+    (array_id,) = array_ids
+    assert sorted(f for f in folders if "_" in f) == [f"{array_id}_{i}" for i in range(4)]
+    script = next((sweep_dir / ".multirun" / ".submitit").glob("*/*_submission.sh")).read_text()
+    assert "#SBATCH --array=0-3" in script and "#SBATCH --requeue" in script and "source slurm/env.sh" in script
+    print(f"smoke grid on SLURM: 4 jobs in {seconds:.0f}s")
+
+    out = tmp_path / "report"
+    proc = subprocess.run([str(BIN / "midtrain-report"), f"sweep_dirs=[{sweep_dir}]", f"out_dir={out}",
+                           "metric=eval.probe.margin", "dimensions=eval.probe.by_dimension"],
+                          cwd=REPO_ROOT, env=_env(), capture_output=True, text=True, timeout=120)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    report = json.loads((out / "report.json").read_text())
+    assert [(s["condition"], s["n"]) for s in report["summary"]] == [("control", 2), ("treatment", 2)]
+    assert report["problems"] == [] and report["missing"] == []
+    assert "| tiny-llama | treatment | 32 | 64 | 2 |" in (out / "summary.md").read_text()
+    for png in ("anima_vs_doc_count.png", "by_dimension.png"):
+        assert (out / png).read_bytes()[:4] == b"\x89PNG", png
+
+
+def test_relaunching_the_finished_grid_trains_nothing(grid):
+    sweep_dir, _ = grid
+    before = snapshot(sweep_dir)
+    n_folders = len(job_folders(sweep_dir))
+    run_sweep(sweep_dir.parent)
+    assert snapshot(sweep_dir) == before, "a finished run wrote files when relaunched"
+    new = [f for f in job_folders(sweep_dir)[n_folders:] if "_" in f.name]
+    assert len(new) == 4  # the jobs did run, and each returned at once
+    for f in new:
+        assert "is DONE; nothing to do" in "".join(p.read_text() for p in f.glob("*_log.*")), f
+
+
+def test_relaunching_a_half_finished_grid_finishes_only_what_is_missing(grid):
+    sweep_dir, _ = grid
+    victim = sweep_dir / "control-tiny-llama-n32-i64-s1"
+    expected = json.loads((victim / "metrics.json").read_text())
+    # As if the job died during evaluation: trained stages are DONE, the rest is missing.
+    shutil.rmtree(victim / "evaluate")
+    (victim / "metrics.json").unlink()
+    (victim / "DONE").unlink()
+    before = snapshot(sweep_dir)
+    run_sweep(sweep_dir.parent)
+    after = snapshot(sweep_dir)
+    changed = sorted({Path(p).relative_to(sweep_dir).parts[0:2] for p in after if before.get(p) != after[p]})
+    assert changed == [(victim.name, "DONE"), (victim.name, "evaluate"), (victim.name, "metrics.json")], changed
+    again = json.loads((victim / "metrics.json").read_text())
+    assert again["eval"] == expected["eval"] and again["train"] == expected["train"]
+
+
+def _wait_for(predicate, timeout: float, what: str, proc: subprocess.Popen | None = None):
+    end = time.monotonic() + timeout
+    while time.monotonic() < end:
+        value = predicate()
+        if value:
+            return value
+        if proc is not None and proc.poll() is not None:
+            raise AssertionError(f"sweep ended before {what}: {proc.stdout.read()[-3000:] if proc.stdout else ''}")
+        time.sleep(0.2)
+    raise AssertionError(f"timed out waiting for {what}")
+
+
+def test_job_requeued_mid_training_ends_like_an_uninterrupted_run(tmp_path):
+    """SIGUSR2 (SLURM's pre-timeout signal, and what submitit treats as preemption) mid-training:
+    checkpoint, `scontrol requeue`, the restarted job resumes from last.ckpt."""
+    # A bigger corpus than the grid's, so that training lasts long enough to be interrupted.
+    cond = ["experiment=treatment", "seed=0", "corpus.num_docs=256", "corpus.pool_size=512"]
+    procs = {
+        name: subprocess.Popen(sweep_cmd(tmp_path, *cond, f"sweep_name={name}"), cwd=REPO_ROOT, env=_env(),
+                               stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+        for name in ("reference", "requeued")
+    }
+    try:
+        stage = tmp_path / "requeued" / "treatment-tiny-llama-n256-i64-s0" / "midtrain"
+        _wait_for(lambda: (stage / "checkpoints" / "step0000004.ckpt").exists(), 240, "the first step checkpoint",
+                  procs["requeued"])
+        assert not (stage / "DONE").exists(), "training finished before it could be interrupted"
+        job_id = job_folders(tmp_path / "requeued")[0].name
+        subprocess.run(["scancel", "--signal=USR2", job_id], check=True)
+        outs = {name: p.communicate(timeout=SWEEP_TIMEOUT_S)[0] for name, p in procs.items()}
+    finally:
+        for p in procs.values():
+            if p.poll() is None:
+                p.kill()
+    for name, p in procs.items():
+        assert p.returncode == 0, f"{name}: {outs[name][-3000:]}"
+
+    log = "".join(f.read_text() for f in (tmp_path / "requeued" / ".multirun" / ".submitit" / job_id).glob("*_log.*"))
+    step = int(re.search(r"preemption checkpoint at step (\d+)", log).group(1))
+    assert "Requeued job" in log and "resuming from" in log
+    total = json.loads((stage / "metrics.json").read_text())["train"]["global_steps"]
+    assert 4 <= step < total, (step, total)
+    restarts = subprocess.run(["scontrol", "show", "job", job_id], capture_output=True, text=True).stdout
+    assert re.search(r"Restarts=[1-9]", restarts), restarts
+
+    ref = json.loads(next((tmp_path / "reference").glob("*/metrics.json")).read_text())
+    got = json.loads(next((tmp_path / "requeued").glob("*/metrics.json")).read_text())
+    for stage_metrics in (*got["train"].values(), *ref["train"].values()):
+        stage_metrics.pop("init_from")  # the path of the previous stage, under each sweep's own folder
+    assert got["train"] == ref["train"]  # same steps, same final losses, bit for bit
+    assert got["train"]["midtrain"]["final_loss"] == ref["train"]["midtrain"]["final_loss"]
+    assert got["eval"] == ref["eval"]
