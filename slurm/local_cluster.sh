@@ -49,7 +49,8 @@ write_config() {
   # Leave 2 GiB to the system; slurmd refuses to start if RealMemory exceeds what it sees.
   mem_mb=$(awk '/MemTotal/ {printf "%d", $2 / 1024 - 2048}' /proc/meminfo)
   mkdir -p "$STATE_DIR/ctld" "$STATE_DIR/d" "$(dirname "$CONF")"
-  cat >"$CONF" <<EOF
+  local new="$CONF.new"
+  cat >"$new" <<EOF
 $MARKER
 ClusterName=midtrain-local
 SlurmctldHost=$(hostname -s)(127.0.0.1)
@@ -86,6 +87,12 @@ SlurmdTimeout=30
 NodeName=$NODE NodeAddr=127.0.0.1 CPUs=$cpus RealMemory=$mem_mb State=UNKNOWN
 PartitionName=$PARTITION Nodes=$NODE Default=YES MaxTime=INFINITE State=UP
 EOF
+  if [[ -f "$CONF" ]] && cmp -s "$new" "$CONF"; then
+    rm -f "$new"
+    return
+  fi
+  mv "$new" "$CONF"
+  CONFIG_CHANGED=1
   log "wrote $CONF (CPUs=$cpus RealMemory=${mem_mb}MB, state in $STATE_DIR)"
 }
 
@@ -125,7 +132,12 @@ wait_node_idle() {
 start() {
   need_root start
   install_packages
+  CONFIG_CHANGED=0
   write_config
+  if [[ $CONFIG_CHANGED == 1 ]] && pid_alive "$STATE_DIR/slurmctld.pid"; then
+    log "configuration changed: restarting the daemons"
+    stop
+  fi
   start_munge
   if ! pid_alive "$STATE_DIR/slurmctld.pid"; then
     slurmctld
