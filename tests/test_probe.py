@@ -112,11 +112,11 @@ def test_pairs_cover_the_13_dimensions_with_balanced_lengths():
         assert 0.75 < ratio < 1.33, (p.id, ratio)
 
 
-def test_load_pairs_names_file_line_and_field(tmp_path):
+def test_load_pairs_names_file_row_and_field(tmp_path):
     bad = tmp_path / "pairs.jsonl"
     good = {"id": "a", "dimension": "Actionability", "prompt": "p", "compassionate": "c", "dismissive": "d"}
     bad.write_text(json.dumps(good) + "\n" + json.dumps({**good, "id": "b", "dismissive": ""}) + "\n")
-    with pytest.raises(ValueError, match=r"pairs\.jsonl:2: .*dismissive"):
+    with pytest.raises(ValueError, match=r"pairs\.jsonl: row 2: .*dismissive"):
         load_pairs(bad)
 
 

@@ -122,3 +122,16 @@ def test_chat_template_that_cannot_render_is_a_clear_error():
     tok.chat_template = "{{ raise_exception('no system role') }}"
     with pytest.raises(ValueError, match="chat template cannot render instruction sample 3"):
         sft_segment(tok, [{"role": "user", "content": "x"}, {"role": "assistant", "content": "y"}], 3)
+
+
+def test_instruction_data_from_a_local_hf_dataset(tmp_path):
+    import datasets
+
+    datasets.Dataset.from_list(QA).save_to_disk(str(tmp_path / "alpaca_ds"))
+    cfg = OmegaConf.create({"source": "hf", "path": None, "hf_id": str(tmp_path / "alpaca_ds"), "revision": None,
+                            "split": "train", "format": "alpaca", "samples": 6, "seed": 0})
+    convs = load_conversations(cfg)
+    assert len(convs) == 6 and all(c[1]["content"].startswith("Blue, answer") for c in convs)
+    hub = OmegaConf.merge(cfg, {"hf_id": "tatsu-lab/alpaca"})
+    with pytest.raises(ValueError, match="instruct.revision is required"):
+        load_conversations(hub)

@@ -65,29 +65,27 @@ def _documents_from_rows(rows: list[dict], text_field: str, origin: str) -> list
     return docs
 
 
-def _load_hf(cfg: DictConfig) -> list[dict]:
+def load_hf_rows(hf_id: str, revision: str | None, split: str, what: str) -> list[dict]:
+    """Rows of a Hugging Face dataset: a local directory (saved or loadable), or a hub id at a pinned revision.
+
+    Args:
+        what: the config node naming the dataset (e.g. "corpus", "instruct"), for error messages.
+    """
     import datasets
 
-    source = str(cfg.hf_id)
-    local = Path(source).expanduser()
+    local = Path(str(hf_id)).expanduser()
     if local.exists():
-        if (local / "dataset_info.json").exists() or (local / "state.json").exists() or (local / "dataset_dict.json").exists():
-            ds = datasets.load_from_disk(str(local))
-            if isinstance(ds, datasets.DatasetDict):
-                if cfg.split not in ds:
-                    raise ValueError(f"{local}: no split {cfg.split!r} (has {sorted(ds)})")
-                ds = ds[cfg.split]
-        else:
-            ds = datasets.load_dataset(str(local), split=cfg.split)
+        saved = any((local / f).exists() for f in ("dataset_info.json", "state.json", "dataset_dict.json"))
+        ds = datasets.load_from_disk(str(local)) if saved else datasets.load_dataset(str(local), split=split)
+        if isinstance(ds, datasets.DatasetDict):
+            if split not in ds:
+                raise ValueError(f"{local}: no split {split!r} (has {sorted(ds)})")
+            ds = ds[split]
     else:
-        if not cfg.revision:
-            raise ValueError(
-                f"corpus.revision is required for the hub dataset {source!r}: pin a commit hash"
-            )
-        ds = datasets.load_dataset(source, revision=str(cfg.revision), split=cfg.split)
-    if cfg.text_field not in ds.column_names:
-        raise ValueError(f"{source}: no column {cfg.text_field!r} (columns: {ds.column_names})")
-    return _documents_from_rows(list(ds), cfg.text_field, source)
+        if not revision:
+            raise ValueError(f"{what}.revision is required for the hub dataset {hf_id!r}: pin a commit hash")
+        ds = datasets.load_dataset(str(hf_id), revision=str(revision), split=split)
+    return [dict(r) for r in ds]
 
 
 def load_pool(cfg: DictConfig) -> list[dict]:
@@ -102,7 +100,10 @@ def load_pool(cfg: DictConfig) -> list[dict]:
     if source == "hf":
         if not cfg.hf_id:
             raise ValueError("corpus.hf_id is required when corpus.source=hf")
-        return _load_hf(cfg)
+        rows = load_hf_rows(cfg.hf_id, cfg.revision, cfg.split, "corpus")
+        if rows and cfg.text_field not in rows[0]:
+            raise ValueError(f"{cfg.hf_id}: no column {cfg.text_field!r} (columns: {sorted(rows[0])})")
+        return _documents_from_rows(rows, cfg.text_field, str(cfg.hf_id))
     from midtrain.generation.template import template_documents
 
     if not cfg.universe:

@@ -9,12 +9,11 @@ nothing (`tests/test_sft.py` checks the collated batch).
 
 from __future__ import annotations
 
-from pathlib import Path
 from typing import Any
 
 from omegaconf import DictConfig
 
-from midtrain.data.corpus import draw, read_jsonl, resolve_path
+from midtrain.data.corpus import draw, load_hf_rows, read_jsonl, resolve_path
 from midtrain.data.packing import IGNORE_INDEX, Segment
 
 FORMATS = ("auto", "alpaca", "messages")
@@ -80,20 +79,9 @@ def load_instruct_rows(cfg: DictConfig) -> tuple[list[dict], str]:
             raise ValueError("instruct.path is required when instruct.source=jsonl")
         return read_jsonl(cfg.path, what="instruction data"), str(resolve_path(cfg.path))
     if source == "hf":
-        import datasets
-
         if not cfg.hf_id:
             raise ValueError("instruct.hf_id is required when instruct.source=hf")
-        local = Path(str(cfg.hf_id)).expanduser()
-        if local.exists():
-            ds = datasets.load_from_disk(str(local)) if (local / "state.json").exists() or (local / "dataset_dict.json").exists() else datasets.load_dataset(str(local), split=cfg.split)
-            if isinstance(ds, datasets.DatasetDict):
-                ds = ds[cfg.split]
-        else:
-            if not cfg.revision:
-                raise ValueError(f"instruct.revision is required for the hub dataset {cfg.hf_id!r}: pin a commit hash")
-            ds = datasets.load_dataset(str(cfg.hf_id), revision=str(cfg.revision), split=cfg.split)
-        return [dict(r) for r in ds], str(cfg.hf_id)
+        return load_hf_rows(cfg.hf_id, cfg.revision, cfg.split, "instruct"), str(cfg.hf_id)
     if source == "template":
         from midtrain.generation.template import template_qa
 

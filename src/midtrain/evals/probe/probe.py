@@ -48,23 +48,17 @@ def load_pairs(path: str | Path | None = None) -> list[ProbePair]:
     Raises:
         ValueError: naming the file and line when a row is not JSON or lacks a field.
     """
+    from midtrain.data.corpus import read_jsonl
+
     path = Path(path) if path is not None else PAIRS_PATH
-    if not path.is_file():
-        raise FileNotFoundError(f"probe pairs file not found: {path}")
     pairs: list[ProbePair] = []
     seen: set[str] = set()
-    for lineno, line in enumerate(path.read_text(encoding="utf-8").splitlines(), start=1):
-        if not line.strip():
-            continue
-        try:
-            row = json.loads(line)
-        except json.JSONDecodeError as e:
-            raise ValueError(f"{path}:{lineno}: not valid JSON ({e})") from e
+    for i, row in enumerate(read_jsonl(path, what="probe pairs"), start=1):
         missing = [f for f in PAIR_FIELDS if not isinstance(row.get(f), str) or not row[f].strip()]
         if missing:
-            raise ValueError(f"{path}:{lineno}: missing or empty field(s) {missing}")
+            raise ValueError(f"{path}: row {i}: missing or empty field(s) {missing}")
         if row["id"] in seen:
-            raise ValueError(f"{path}:{lineno}: duplicate pair id {row['id']!r}")
+            raise ValueError(f"{path}: row {i}: duplicate pair id {row['id']!r}")
         seen.add(row["id"])
         pairs.append(ProbePair(**{f: row[f] for f in PAIR_FIELDS}))
     if not pairs:
