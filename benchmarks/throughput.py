@@ -12,10 +12,10 @@ documents on the same device, and count only real (non-padding) tokens:
 
 Warm-up steps are excluded, the device is synchronised before each clock read, and each row
 runs `--repeats` times alternately (these machines are noisy); the table shows medians.
-MFU = tokens/s x (6N + 6*L*d*T) / peak, T = mean document length (PERFORMANCE.md); it is
+MFU = tokens/s x (6N + 6*L*d*T) / peak, T = mean document length (benchmarks/README.md); it is
 reported only where the device's peak is known (H100/H200/A100).
 
-    python benchmarks/throughput.py --device cpu            # small model, about 2 minutes on 2 cores
+    python benchmarks/throughput.py --device cpu            # small model, one thread, a few minutes
     python benchmarks/throughput.py --device cuda           # Llama-3.2-1B shape, random init
 
 Writes the table to stdout and everything to `--out` (JSON).
@@ -59,6 +59,7 @@ class Setup:
     precision: str              # Lightning precision; the Trainer gets the matching bf16 flag
     attn: str                   # project attention backend (auto resolves per device)
     compile: bool               # project: torch.compile each decoder block (as trainer.compile)
+    threads: int | None         # torch CPU threads (None: torch's default)
     seed: int = 0
     notes: list[str] = field(default_factory=list)
 
@@ -72,9 +73,11 @@ PRESETS: dict[str, dict[str, Any]] = {
                    tie_word_embeddings=True),
         vocab_size=2048, num_docs=64, min_doc_tokens=64, max_doc_tokens=384, seq_len=512,
         batch_rows=4, batch_docs=8, warmup_steps=2, repeats=5, precision="32-true", attn="auto",
-        compile=False,
+        # One thread: on a shared machine, OpenMP barrier waits for a descheduled second thread
+        # otherwise dominate both rows and the ratio measures the scheduler (1.1x vs 1.4x measured).
+        compile=False, threads=1,
     ),
-    # PERFORMANCE.md's anchor setup: Llama-3.2-1B shape, random init, 256-1536-token documents,
+    # The reference setup (benchmarks/README.md): Llama-3.2-1B shape, random init, 256-1536-token documents,
     # bf16 autocast with fp32 master weights, 4x2048 packed rows vs 8 padded documents.
     "cuda": dict(
         model=dict(hidden_size=2048, intermediate_size=8192, num_hidden_layers=16, num_attention_heads=32,
@@ -82,7 +85,7 @@ PRESETS: dict[str, dict[str, Any]] = {
                    tie_word_embeddings=True),
         vocab_size=128256, num_docs=480, min_doc_tokens=256, max_doc_tokens=1536, seq_len=2048,
         batch_rows=4, batch_docs=8, warmup_steps=5, repeats=1, precision="bf16-mixed", attn="auto",
-        compile=True,
+        compile=True, threads=None,
     ),
 }
 
@@ -188,18 +191,17 @@ def run_project(setup: Setup, docs: list[list[int]], fpt: float) -> dict:
     optim = OmegaConf.load(CONF_DIR / "optim" / "adamw.yaml")
     module = CausalLMModule(model, optim, total_steps=steps)
     monitor = ThroughputMonitor(warmup_steps=setup.warmup_steps, flops_per_token=fpt)
-    cpu_clock: dict[str, float] = {}
+    step_rates: list[float] = []
 
-    class CpuClock(pl.Callback):
-        """Process CPU time over ThroughputMonitor's window (robust to other load on the machine)."""
+    class StepClock(pl.Callback):
+        """Per-step real tokens/s after warm-up, on CPU only (a per-step sync would slow a GPU)."""
 
         def on_train_batch_start(self, trainer, pl_module, batch, batch_idx):
-            if trainer.global_step == setup.warmup_steps and "t0" not in cpu_clock:
-                cpu_clock["t0"] = time.process_time()
+            self.t, self.n = time.perf_counter(), batch["_real_tokens"]
 
-        def on_train_end(self, trainer, pl_module):
-            _sync(setup.device)
-            cpu_clock["t1"] = time.process_time()
+        def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx):
+            if setup.device == "cpu" and trainer.global_step > setup.warmup_steps:
+                step_rates.append(self.n / (time.perf_counter() - self.t))
 
     trainer = pl.Trainer(
         accelerator="gpu" if setup.device == "cuda" else "cpu",
@@ -215,7 +217,7 @@ def run_project(setup: Setup, docs: list[list[int]], fpt: float) -> dict:
         num_sanity_val_steps=0,
         limit_val_batches=0,
         use_distributed_sampler=False,
-        callbacks=[monitor, CpuClock()],
+        callbacks=[monitor, StepClock()],
     )
     trainer.fit(module, train_dataloaders=DataLoader(batches, batch_size=None, shuffle=False))
     res = monitor.result
@@ -228,7 +230,7 @@ def run_project(setup: Setup, docs: list[list[int]], fpt: float) -> dict:
         "measured_steps": steps - setup.warmup_steps,
         "measured_tokens": res["measured_tokens"],
         "seconds": res["seconds"],
-        "tokens_per_cpu_s": round(res["measured_tokens"] / (cpu_clock["t1"] - cpu_clock["t0"]), 1),
+        "step_tokens_per_s": step_rates,
         "real_token_share": round(rows.stats.efficiency, 4),
         "final_loss": round(float(module.last_loss), 4),
         "init_checksum": checksum,
@@ -273,18 +275,24 @@ def run_hf_trainer(setup: Setup, docs: list[list[int]], fpt: float) -> dict:
     optim = OmegaConf.load(CONF_DIR / "optim" / "adamw.yaml")
     collator = _PadToLongest(_Vocab.pad_token_id)
     clock: dict[str, float] = {}
+    step_seconds: list[float] = []
 
     class Timer(TrainerCallback):
+        """The window after warm-up (synchronised), plus per-step times on CPU."""
+
         def on_step_begin(self, args, state, control, **kwargs):
             if state.global_step == setup.warmup_steps and "t0" not in clock:
                 _sync(setup.device)
                 clock["t0"] = time.perf_counter()
-                clock["c0"] = time.process_time()
+            clock["step"] = time.perf_counter()
+
+        def on_step_end(self, args, state, control, **kwargs):
+            if setup.device == "cpu" and state.global_step > setup.warmup_steps:
+                step_seconds.append(time.perf_counter() - clock["step"])
 
         def on_train_end(self, args, state, control, **kwargs):
             _sync(setup.device)
             clock["t1"] = time.perf_counter()
-            clock["c1"] = time.process_time()
 
     with tempfile.TemporaryDirectory() as tmp:
         args = TrainingArguments(
@@ -335,7 +343,7 @@ def run_hf_trainer(setup: Setup, docs: list[list[int]], fpt: float) -> dict:
         "measured_steps": steps - setup.warmup_steps,
         "measured_tokens": tokens,
         "seconds": round(seconds, 3),
-        "tokens_per_cpu_s": round(tokens / (clock["c1"] - clock["c0"]), 1),
+        "step_tokens_per_s": [n / t for n, t in zip(expected[setup.warmup_steps:], step_seconds)],
         "real_token_share": round(sum(expected) / padded, 4),
         "final_loss": round(float(out_train.training_loss), 4),
         "init_checksum": checksum,
@@ -363,10 +371,15 @@ def matmul_ceiling_tflops(device: str) -> float | None:
 
 def _median_row(runs: list[dict]) -> dict:
     best = dict(runs[0])
-    for key in ("tokens_per_s", "tokens_per_cpu_s", "mfu", "seconds", "peak_mem_gb"):
+    for key in ("tokens_per_s", "mfu", "seconds", "peak_mem_gb"):
         vals = [r[key] for r in runs if r.get(key) is not None]
         best[key] = statistics.median(vals) if vals else None
     best["tokens_per_s_runs"] = [r["tokens_per_s"] for r in runs]
+    # Median over every timed step of every repeat: steps slowed by other load on a shared
+    # machine fall in the tail instead of moving the figure.
+    steps = [x for r in runs for x in r.pop("step_tokens_per_s")]
+    best.pop("step_tokens_per_s", None)
+    best["median_step_tokens_per_s"] = round(statistics.median(steps), 1) if steps else None
     return best
 
 
@@ -390,7 +403,6 @@ def benchmark(setup: Setup) -> dict:
     project, hf = _median_row(project_runs), _median_row(hf_runs)
     # paired ratios of back-to-back runs cancel slow drifts in machine load
     paired = [p["tokens_per_s"] / h["tokens_per_s"] for p, h in zip(project_runs, hf_runs)]
-    paired_cpu = [p["tokens_per_cpu_s"] / h["tokens_per_cpu_s"] for p, h in zip(project_runs, hf_runs)]
     if project["init_checksum"] != hf["init_checksum"]:
         raise RuntimeError("the two rows did not start from the same weights")
     lengths = [len(d) for d in docs]
@@ -411,8 +423,8 @@ def benchmark(setup: Setup) -> dict:
         "rows": [project, hf],
         "ratio": round(statistics.median(paired), 3),
         "ratio_runs": [round(r, 3) for r in paired],
-        # the same ratio in process CPU time: what the runs cost, whatever else loads the machine
-        "ratio_cpu_time": round(statistics.median(paired_cpu), 3),
+        "ratio_median_step": (round(project["median_step_tokens_per_s"] / hf["median_step_tokens_per_s"], 3)
+                              if hf["median_step_tokens_per_s"] else None),
     }
 
 
@@ -422,24 +434,24 @@ def format_table(result: dict) -> str:
     def cell(v, spec, suffix=""):
         return "-" if v is None else format(v, spec) + suffix
 
-    head = (f"| {'path':<58} | {'real tokens/s':>13} | {'tokens/CPU-s':>12} | {'MFU':>6} "
+    head = (f"| {'path':<58} | {'real tokens/s':>13} | {'median step':>11} | {'MFU':>6} "
             f"| {'real share':>10} | {'peak GiB':>8} |")
     lines = [head, "|" + "|".join(":" .rjust(len(c), "-") if i else "-" * len(c)
                                   for i, c in enumerate(head.split("|")[1:-1])) + "|"]
     for r in result["rows"]:
         lines.append(
-            f"| {r['name']:<58} | {cell(r['tokens_per_s'], ',.0f'):>13} | {cell(r['tokens_per_cpu_s'], ',.0f'):>12} "
+            f"| {r['name']:<58} | {cell(r['tokens_per_s'], ',.0f'):>13} | {cell(r['median_step_tokens_per_s'], ',.0f'):>11} "
             f"| {cell(None if r['mfu'] is None else 100 * r['mfu'], '.1f', '%'):>6} "
             f"| {cell(100 * r['real_token_share'], '.1f', '%'):>10} | {cell(r['peak_mem_gb'], '.1f'):>8} |"
         )
     env, docs = result["env"], result["documents"]
     runs = ", ".join(f"{r:.2f}" for r in result["ratio_runs"])
     lines.append(
-        f"ratio project / HF Trainer: {result['ratio']:.2f}x real tokens/s (paired runs: {runs}); "
-        f"{result['ratio_cpu_time']:.2f}x per CPU-second"
+        f"ratio project / HF Trainer: {result['ratio']:.2f}x real tokens/s (paired runs: {runs})"
+        + (f"; {result['ratio_median_step']:.2f}x by median step" if result["ratio_median_step"] else "")
     )
     lines.append(
-        f"{env['device']}, {env['cpu_threads']} threads, {result['parameters'] / 1e6:.1f}M params, "
+        f"{env['device']}, {env['cpu_threads']} thread{'s' if env['cpu_threads'] != 1 else ''}, {result['parameters'] / 1e6:.1f}M params, "
         f"{docs['count']} docs of {docs['min_tokens']}-{docs['max_tokens']} tokens (mean {docs['mean_tokens']:.0f}), "
         f"median of {result['setup']['repeats']}; torch {env['torch']}, transformers {env['transformers']}, "
         f"lightning {env['pytorch_lightning']}"
@@ -449,7 +461,7 @@ def format_table(result: dict) -> str:
     return "\n".join(lines)
 
 
-def parse_args(argv: list[str] | None = None) -> tuple[Setup, Path, int | None]:
+def parse_args(argv: list[str] | None = None) -> tuple[Setup, Path]:
     p = argparse.ArgumentParser(description="Project training path vs Hugging Face Trainer throughput.")
     p.add_argument("--device", choices=sorted(PRESETS), default="cpu")
     p.add_argument("--hidden-size", type=int, help="model width (the preset's heads must divide it)")
@@ -466,13 +478,13 @@ def parse_args(argv: list[str] | None = None) -> tuple[Setup, Path, int | None]:
     p.add_argument("--attn", choices=["auto", "flash_attention_2", "flex_attention", "sdpa", "eager"])
     p.add_argument("--compile", action=argparse.BooleanOptionalAction, default=None)
     p.add_argument("--precision")
-    p.add_argument("--threads", type=int, help="torch CPU threads (default: torch's choice)")
+    p.add_argument("--threads", type=int, help="torch CPU threads (cpu preset: 1)")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--out", type=Path, help="JSON output (default benchmarks/results/throughput_<device>.json)")
     a = p.parse_args(argv)
     fields = dict(PRESETS[a.device])
     for key in ("num_docs", "min_doc_tokens", "max_doc_tokens", "seq_len", "batch_rows", "batch_docs",
-                "warmup_steps", "repeats", "attn", "compile", "precision"):
+                "warmup_steps", "repeats", "attn", "compile", "precision", "threads"):
         if getattr(a, key) is not None:
             fields[key] = getattr(a, key)
     fields["model"] = dict(fields["model"])
@@ -486,18 +498,18 @@ def parse_args(argv: list[str] | None = None) -> tuple[Setup, Path, int | None]:
                 f"({setup.max_doc_tokens}) <= --seq-len ({setup.seq_len})")
     if setup.repeats < 1:
         p.error("--repeats must be at least 1")
-    if a.threads is not None and a.threads < 1:
+    if setup.threads is not None and setup.threads < 1:
         p.error("--threads must be at least 1")
-    return setup, a.out or RESULTS_DIR / f"throughput_{a.device}.json", a.threads
+    return setup, a.out or RESULTS_DIR / f"throughput_{a.device}.json"
 
 
 def main(argv: list[str] | None = None) -> dict:
-    setup, out, threads = parse_args(argv)
+    setup, out = parse_args(argv)
     for name in ("pytorch_lightning", "lightning.pytorch", "lightning_fabric"):
         logging.getLogger(name).setLevel(logging.WARNING)
     before = torch.get_num_threads()
-    if threads:
-        torch.set_num_threads(threads)
+    if setup.threads:
+        torch.set_num_threads(setup.threads)
     try:
         with warnings.catch_warnings():
             warnings.filterwarnings("ignore", message=".*does not have many workers.*")

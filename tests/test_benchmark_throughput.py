@@ -43,7 +43,7 @@ def test_cpu_run_prints_two_rows_and_writes_json(bench, tmp_path, capsys):
     # same builder, same seed: both rows started from the same weights
     assert project["init_checksum"] == hf["init_checksum"]
     for row in (project, hf):
-        assert row["tokens_per_s"] > 0 and row["tokens_per_cpu_s"] > 0 and row["measured_tokens"] > 0
+        assert row["tokens_per_s"] > 0 and row["median_step_tokens_per_s"] > 0 and row["measured_tokens"] > 0
         assert len(row["tokens_per_s_runs"]) == 2
         assert row["mfu"] is None and row["peak_mem_gb"] is None  # no known peak / no CUDA on CPU
         assert 0 < row["final_loss"] < 20
@@ -51,6 +51,9 @@ def test_cpu_run_prints_two_rows_and_writes_json(bench, tmp_path, capsys):
     assert project["real_token_share"] > 0.85 > hf["real_token_share"]
     paired = sorted(saved["ratio_runs"])
     assert saved["ratio"] == pytest.approx((paired[0] + paired[1]) / 2, abs=1e-3)
+    assert saved["ratio_median_step"] == pytest.approx(
+        project["median_step_tokens_per_s"] / hf["median_step_tokens_per_s"], abs=1e-2
+    )
     assert saved["documents"]["count"] == 24 and 16 <= saved["documents"]["min_tokens"]
     assert saved["documents"]["max_tokens"] <= 96
 
@@ -65,14 +68,14 @@ def test_pad_to_longest_masks_padding_in_labels(bench):
 
 
 def test_documents_are_seeded_and_within_bounds(bench):
-    setup, *_ = bench.parse_args(SMALL)
+    setup, _ = bench.parse_args(SMALL)
     docs = bench.make_documents(setup)
     assert docs == bench.make_documents(setup)
     assert all(16 <= len(d) <= 96 and d[0] == 0 and d[-1] == 1 for d in docs)
 
 
 def test_gpu_preset_matches_the_performance_anchor_shape(bench):
-    setup, *_ = bench.parse_args(["--device", "cuda"])
+    setup, _ = bench.parse_args(["--device", "cuda"])
     with torch.device("meta"):
         model = bench.build(setup, "sdpa", compile=False)
     n = sum(p.numel() for p in model.parameters())
@@ -97,6 +100,6 @@ def test_bad_arguments_are_rejected(bench, args, message, capsys):
 
 
 def test_too_few_documents_for_the_warmup_is_a_clear_error(bench):
-    setup, *_ = bench.parse_args(SMALL[:2] + ["--num-docs", "4", "--warmup-steps", "3"])
+    setup, _ = bench.parse_args(SMALL[:2] + ["--num-docs", "4", "--warmup-steps", "3"])
     with pytest.raises(ValueError, match="raise --num-docs"):
         bench.run_hf_trainer(setup, bench.make_documents(setup), fpt=1.0)

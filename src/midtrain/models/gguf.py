@@ -116,9 +116,8 @@ def _load_uncached(gguf_path: Path) -> tuple[Any, Any]:
     if quantizer is not None:
         # the weights are dense now; drop the quantizer so save_pretrained and training accept the model
         quantizer.remove_quantization_config(model)
-    for key in ("quantization_config",):
-        if hasattr(model.config, key):
-            delattr(model.config, key)
+    if getattr(model.config, "quantization_config", None) is not None:
+        del model.config.quantization_config
     return model, tokenizer
 
 
