@@ -135,3 +135,13 @@ def test_instruction_data_from_a_local_hf_dataset(tmp_path):
     hub = OmegaConf.merge(cfg, {"hf_id": "tatsu-lab/alpaca"})
     with pytest.raises(ValueError, match="instruct.revision is required"):
         load_conversations(hub)
+
+
+def test_demo_instruction_set_is_current_and_sized():
+    from midtrain.data.corpus import read_jsonl
+    from midtrain.resources.instruct import make_demo_alpaca
+
+    assert make_demo_alpaca.main(["--check"]) == 0
+    rows = read_jsonl("package:instruct/demo_alpaca.jsonl")
+    assert 150 <= len(rows) <= 200
+    rows_to_conversations(rows, "alpaca", "demo_alpaca.jsonl")

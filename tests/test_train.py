@@ -175,3 +175,13 @@ def test_compiled_blocks_train_to_the_same_loss(smoke_cfg):
     compiled = train(smoke_cfg("sweep_name=compiled", "trainer.compile=true"))
     assert compiled["train"]["global_steps"] == eager["train"]["global_steps"]
     assert compiled["train"]["final_loss"] == pytest.approx(eager["train"]["final_loss"], rel=1e-3)
+
+
+def test_model_bos_token_sets_the_document_start(tmp_path):
+    from midtrain.models.build import build_tokenizer
+
+    cfg = compose_cfg("train", ["model.bos_token='<|pad|>'", f"paths.runs_root={tmp_path}"])
+    assert build_tokenizer(cfg.model).bos_token == "<|pad|>"
+    bad = compose_cfg("train", ["model.bos_token='<|nope|>'", f"paths.runs_root={tmp_path}"])
+    with pytest.raises(ValueError, match=r"model.bos_token='<\|nope\|>' is not in the tokenizer"):
+        build_tokenizer(bad.model)

@@ -79,6 +79,11 @@ def build_tokenizer(model_cfg: DictConfig, init_from: str | Path | None = None) 
     else:
         kwargs = {} if _is_local(model_cfg.name_or_path) else {"revision": model_cfg.revision}
         tok = AutoTokenizer.from_pretrained(str(model_cfg.name_or_path), **kwargs)
+    if model_cfg.get("bos_token") and not init_from:
+        # The token that starts a document; chat models may report a turn marker as BOS.
+        if model_cfg.bos_token not in tok.get_vocab():
+            raise ValueError(f"model.bos_token={model_cfg.bos_token!r} is not in the tokenizer's vocabulary")
+        tok.bos_token = model_cfg.bos_token
     if tok.pad_token is None:
         tok.pad_token = tok.eos_token
     if tok.eos_token is None:
