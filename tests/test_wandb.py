@@ -151,3 +151,30 @@ def test_offline_run_reads_back(tmp_path, monkeypatch):
         if r.WhichOneof("record_type") == "summary":
             summary.update({"/".join(u.nested_key) or u.key: json.loads(u.value_json) for u in r.summary.update})
     assert summary["eval/anima/overall_mean"] == 0.625
+
+
+@pytest.mark.wandb
+def test_training_stage_logs_to_an_offline_wandb_run(tmp_path, monkeypatch):
+    """The trainer's own wiring: loss and lr reach the stage's W&B run, named by the contract."""
+    from midtrain.train import train
+    from tests.conftest import compose_cfg, smoke_overrides
+
+    monkeypatch.setenv("WANDB_MODE", "offline")
+    monkeypatch.setenv("WANDB_SILENT", "true")
+    cfg = compose_cfg("train", smoke_overrides(tmp_path) + ["logger=wandb", "sweep_name=wb", "condition=treatment"])
+    train(cfg)
+    run_dir = Path(cfg.run_dir)
+    run_id = wandb_run_id(run_dir, "midtrain")
+    files = list((run_dir / "wandb").glob(f"offline-run-*-{run_id}/run-{run_id}.wandb"))
+    assert len(files) == 1
+    records = read_wandb_records(files[0])
+    run = next(r.run for r in records if r.WhichOneof("record_type") == "run")
+    assert (run.run_group, run.job_type, run.display_name) == ("wb", "midtrain", cfg.run_id)
+    assert "condition=treatment" in set(run.tags)
+    keys = {"/".join(i.nested_key) or i.key for r in records if r.WhichOneof("record_type") == "history"
+            for i in r.history.item}
+    assert {"train/loss", "train/lr"} <= keys
+    summary = {"/".join(u.nested_key) or u.key: json.loads(u.value_json)
+               for r in records if r.WhichOneof("record_type") == "summary" for u in r.summary.update}
+    assert summary["train/final_loss"] == json.loads((run_dir / "metrics.json").read_text())["train"]["final_loss"]
+    assert (run_dir / "logs" / "midtrain" / "metrics.csv").exists()  # also_csv

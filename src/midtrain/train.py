@@ -135,6 +135,19 @@ def _loggers(cfg: DictConfig, run: RunDir) -> list:
     raise ValueError(f"logger.kind={kind!r}: expected csv, wandb or none")
 
 
+def _finish_wandb(trainer: "pl.Trainer", metrics: dict) -> None:
+    """Write the stage's metrics into its W&B summary and close the run, so the next stage
+    of a pipeline (same process) opens its own run instead of reusing this one."""
+    from pytorch_lightning.loggers import WandbLogger
+
+    for lg in trainer.loggers:
+        if isinstance(lg, WandbLogger):
+            from midtrain.tracking.wandb import log_summary
+
+            log_summary(lg.experiment, metrics)
+            lg.experiment.finish()
+
+
 def _strategy(cfg: DictConfig, model: "torch.nn.Module"):
     from midtrain.models.build import decoder_layers
 
@@ -305,6 +318,7 @@ def train(cfg: DictConfig, callbacks: list | None = None) -> dict:
     if trainer.is_global_zero:
         export_hf(module.model, tokenizer, run.hf, state_dict=state_dict)
         run.write_metrics(metrics)
+        _finish_wandb(trainer, metrics)
         if cfg.trainer.get("cleanup_checkpoints", False):
             shutil.rmtree(run.checkpoints, ignore_errors=True)
         run.mark_done()
