@@ -78,6 +78,9 @@ def test_resume_after_kill_matches_uninterrupted_run(tmp_path, docs_jsonl):
 
     resumed = train(cfg)
     assert resumed["train"]["global_steps"] == total
+    # Both attempts' logs are kept.
+    assert (run.path / "logs" / "midtrain" / "metrics.csv").exists()
+    assert (run.path / "logs" / "midtrain.1" / "metrics.csv").exists()
     assert resumed["train"]["final_loss"] == ref["train"]["final_loss"]
     ref_w, res_w = _weights(RunDir.from_cfg(ref_cfg).path), _weights(run.path)
     assert ref_w.keys() == res_w.keys()

@@ -121,14 +121,24 @@ def _loggers(cfg: DictConfig, run: RunDir) -> list:
     from pytorch_lightning.loggers import CSVLogger
 
     kind = cfg.logger.kind
+    # logs/<stage>/ for the first attempt, logs/<stage>.1/ after a resume, ...: a resumed run
+    # keeps the earlier attempts' metrics instead of overwriting them.
+    version, k = str(cfg.stage), 0
+    while (run.path / "logs" / version / "metrics.csv").exists():
+        k += 1
+        version = f"{cfg.stage}.{k}"
+
+    def csv() -> CSVLogger:
+        return CSVLogger(save_dir=str(run.path), name="logs", version=version)
+
     if kind == "csv":
-        return [CSVLogger(save_dir=str(run.path), name="logs", version=cfg.stage)]
+        return [csv()]
     if kind == "wandb":
         from midtrain.tracking.wandb import build_wandb_logger
 
         loggers = [build_wandb_logger(cfg, run.path, cfg.stage)]
         if cfg.logger.get("also_csv", True):
-            loggers.append(CSVLogger(save_dir=str(run.path), name="logs", version=cfg.stage))
+            loggers.append(csv())
         return loggers
     if kind in ("none", None):
         return []
