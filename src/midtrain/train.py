@@ -191,7 +191,8 @@ def _callbacks(cfg: DictConfig, run: RunDir, model: "torch.nn.Module", dm: "Pack
     from midtrain.lightning.callbacks import ThroughputMonitor, flops_per_token
     from midtrain.models.build import count_parameters
 
-    refresh = max(1, int(cfg.trainer.log_every_n_steps))
+    # At most every log_every_n_steps, but often enough that a short run's bar moves too.
+    refresh = max(1, min(int(cfg.trainer.log_every_n_steps), dm.schedule.micro_batches // 20))
     callbacks: list = [
         ModelCheckpoint(
             dirpath=str(run.checkpoints),
