@@ -7,6 +7,7 @@ import struct
 from pathlib import Path
 
 import pytest
+import wandb
 from hydra import compose, initialize_config_dir
 
 from midtrain.paths import CONF_DIR
@@ -124,6 +125,9 @@ def test_offline_run_reads_back(tmp_path, monkeypatch):
     logger.log_metrics({"train/loss": 1.25}, step=1)
     log_summary(logger.experiment, {"eval": {"anima": {"overall_mean": 0.625}}})
     logger.experiment.finish()
+    # finish() may return before the W&B service has written the offline file (wandb 0.31);
+    # teardown waits for the service to flush and exit.
+    wandb.teardown()
 
     run_id = wandb_run_id(run_dir, "midtrain")
     files = list((run_dir / "wandb").glob(f"offline-run-*-{run_id}/run-{run_id}.wandb"))
