@@ -38,16 +38,24 @@ def _stderr(xs: list[float]) -> float | None:
 def summarize_graded(log: EvalLog, max_missing_share: float = 0.1) -> dict:
     """Summarise a dict-valued, model-graded task (`{"overall": x, <dimension>: y, ...}`).
 
+    Every epoch of every sample counts: an epoch's grades are totalled whether or not any
+    of them parsed; a dimension that is NaN in an epoch (no parseable grade) is left out of
+    that epoch only; an epoch with no parseable grade at all is unscored. Epochs are reduced
+    per key over the union of the sample's dimensions, by mean, like Inspect's reducer.
+
     Args:
         log: an Inspect log with samples (one entry per sample and epoch).
         max_missing_share: the result is `complete` only if at most this share of grades
-            is unparseable and at most this share of samples failed (errored or unscored).
+            is unparseable and at most this share of samples failed or went unscored.
 
     Returns:
-        `overall_mean`, `stderr` (over questions), `by_dimension`, `samples` (questions
-        with a score), `samples_total`, `samples_failed`, `epochs`, `grades_attempted`
-        and `grades_unparseable` (when the scorer reports them), `missing_share`,
-        `complete`, `status`. Keys with nothing to report are absent, never NaN.
+        `overall_mean`, `stderr` (over questions), `by_dimension` (each over the questions
+        that graded it), `samples` (questions with a score), `samples_total`,
+        `samples_failed` (an epoch errored: a grader API error after retries, or the model
+        under test), `samples_unscored` (no error, but no parseable grade in any epoch),
+        `epochs`, `grades_attempted` and `grades_unparseable` (when the scorer reports
+        them), `grades_by_dimension` (`{dim: {attempted, unparseable}}`, when reported),
+        `missing_share`, `complete`, `status`. Keys with nothing to report are absent, never NaN.
     """
     if not 0.0 <= max_missing_share <= 1.0:
         raise ValueError(f"max_missing_share must be in [0, 1], got {max_missing_share}")
@@ -58,6 +66,7 @@ def summarize_graded(log: EvalLog, max_missing_share: float = 0.1) -> dict:
     failed_ids: set = set()
     attempted = unparseable = 0
     have_counts = False
+    by_dim_counts: dict[str, dict[str, int]] = defaultdict(lambda: {"attempted": 0, "unparseable": 0})
     for s in samples:
         all_ids.add(s.id)
         score = next(iter((s.scores or {}).values()), None)
@@ -69,6 +78,9 @@ def summarize_graded(log: EvalLog, max_missing_share: float = 0.1) -> dict:
             have_counts = True
             attempted += int(meta["grades_attempted"])
             unparseable += int(meta.get("grades_unparseable", 0))
+        for dim, c in (meta.get("grades_by_dimension") or {}).items():
+            by_dim_counts[dim]["attempted"] += int(c.get("attempted", 0))
+            by_dim_counts[dim]["unparseable"] += int(c.get("unparseable", 0))
         value = score.value
         if not isinstance(value, dict) or not _finite(value.get(OVERALL)):
             continue  # unscored: every grade for this epoch unparseable
@@ -76,8 +88,7 @@ def summarize_graded(log: EvalLog, max_missing_share: float = 0.1) -> dict:
         for dim, v in value.items():
             if dim != OVERALL and _finite(v):
                 dims_by_id[s.id][dim].append(float(v))
-    # A question with no scored epoch at all counts as failed.
-    failed_ids |= all_ids - set(overall_by_id)
+    unscored_ids = all_ids - set(overall_by_id) - failed_ids
 
     per_sample = [_mean(v) for v in overall_by_id.values()]
     per_dim: dict[str, list[float]] = defaultdict(list)
@@ -94,12 +105,15 @@ def summarize_graded(log: EvalLog, max_missing_share: float = 0.1) -> dict:
     out["samples"] = len(per_sample)
     out["samples_total"] = total
     out["samples_failed"] = len(failed_ids)
+    out["samples_unscored"] = len(unscored_ids)
     out["epochs"] = log.eval.config.epochs or 1
-    shares = [len(failed_ids) / total] if total else [1.0]
+    shares = [len(failed_ids | unscored_ids) / total] if total else [1.0]
     if have_counts:
         out["grades_attempted"] = attempted
         out["grades_unparseable"] = unparseable
         shares.append(unparseable / attempted if attempted else 1.0)
+    if by_dim_counts:
+        out["grades_by_dimension"] = {d: dict(c) for d, c in sorted(by_dim_counts.items())}
     out["missing_share"] = max(shares)
     out["complete"] = bool(per_sample) and log.status == "success" and out["missing_share"] <= max_missing_share
     out["status"] = log.status

@@ -3,9 +3,12 @@
     inspect eval midtrain/anima --model hf/<run_dir>/hf \
         -T grader_models=anthropic/claude-sonnet-4-5 -T data_dir=<dir with questions.jsonl>
 
-Reused from inspect_evals: record conversion, the per-dimension grader prompt and
-scorer (`anima_scorer`, averaging several graders), and the metrics. Added here: a local
-data directory, the 26-question "original" subset, epochs, and a required grader.
+Reused from inspect_evals: record conversion, the per-dimension grader prompt, variable
+sets, weighting and metric definitions. The scorer is `midtrain.evals.anima.scorer`'s,
+which keeps inspect_evals' grading but scores every sample whatever the graders reply
+(see there why). Added here: a local data directory, the 26-question "original" subset,
+the paper's `ahb-original` questions (tag renames, dimensions from another revision),
+epochs, the answer temperature, and a required grader.
 """
 
 from __future__ import annotations
@@ -15,10 +18,9 @@ from typing import Sequence
 from inspect_ai import Task, task
 from inspect_ai.model import GenerateConfig, Model
 from inspect_ai.solver import generate
-from inspect_evals.anima.metrics import avg_by_dimension, dimension_normalized_avg, overall_mean
-from inspect_evals.anima.scorer import anima_scorer
 
-from midtrain.evals.anima.dataset import DATASET_DEFAULT_REVISION, DATASET_REPO_ID, load_anima
+from midtrain.evals.anima.dataset import DATASET_DEFAULT_REVISION, DATASET_REPO_ID, TagMap, load_anima
+from midtrain.evals.anima.scorer import anima_scorer, avg_by_dimension, dimension_normalized_avg, overall_mean
 
 DEFAULT_EPOCHS = 5  # the paper's and inspect_evals' default
 
@@ -79,6 +81,14 @@ def anima(
     grader_max_connections: int | None = None,
     grader_timeout: int | None = None,
     shuffle: bool = False,
+    temperature: float | None = None,
+    dimensions_dir: str | None = None,
+    dimensions_repo_id: str | None = None,
+    dimensions_revision: str | None = None,
+    questions_from: str = "data_dir",
+    tag_renames: dict[str, str] | None = None,
+    tag_drops: list[str] | None = None,
+    expect_questions: int | None = None,
 ) -> Task:
     """ANIMA (Animal Norms In Moral Assessment) with a required grader.
 
@@ -96,9 +106,26 @@ def anima(
         grader_max_connections: concurrent grader calls.
         grader_timeout: seconds per grader call.
         shuffle: shuffle question order.
+        temperature: sampling temperature of the model under test (None = provider default;
+            an eval-wide `temperature` overrides it).
+        dimensions_dir: local directory with `dimensions.jsonl`; None = `data_dir`.
+        dimensions_repo_id: hub dataset of the dimensions; None = `dataset_repo_id`.
+        dimensions_revision: its commit SHA; None = `dataset_revision`.
+        questions_from: how the hub stores questions: "data_dir" (anima) or "config" (ahb-original).
+        tag_renames: question tag -> dimension name, for older spellings.
+        tag_drops: question tags that name no scored dimension, removed.
+        expect_questions: exactly this many questions must load (a guard against silent drops).
     """
     graders = require_graders(grader_models, "anima")
-    data = load_anima(data_dir, dataset_repo_id, dataset_revision, subset)  # type: ignore[arg-type]
+    data = load_anima(
+        data_dir, dataset_repo_id, dataset_revision, subset,  # type: ignore[arg-type]
+        dimensions_dir=dimensions_dir,
+        dimensions_repo_id=dimensions_repo_id,
+        dimensions_revision=dimensions_revision,
+        tag_map=TagMap(dict(tag_renames or {}), frozenset(tag_drops or ())),
+        questions_from=questions_from,
+        expect_questions=expect_questions,
+    )
     dims = data.dims_by_name
     return Task(
         dataset=data.dataset(shuffle=shuffle),
@@ -113,6 +140,7 @@ def anima(
         ),
         metrics=[overall_mean(), dimension_normalized_avg(dims), avg_by_dimension()],
         epochs=epochs,
+        config=GenerateConfig(temperature=temperature) if temperature is not None else GenerateConfig(),
         name="anima",
         metadata={
             "dataset_revision": data.revision,
