@@ -41,7 +41,7 @@ def _mean(xs):
 
 
 def expected_figures(data_dir: Path, graders: list[tuple[str, int, list[dict]]], epochs: int,
-                     subset: str = "original", prompt_dims=None) -> dict:
+                     subset: str = "original", renames: dict | None = None, drops=()) -> dict:
     """ANIMA's rules, plainly: grades -> variable set -> dimension -> (weighted) overall per
     epoch; epochs by mean per key; questions by mean. Reads the JSONL files directly."""
     questions = [json.loads(x) for x in (data_dir / "questions.jsonl").read_text().splitlines() if x.strip()]
@@ -58,7 +58,7 @@ def expected_figures(data_dir: Path, graders: list[tuple[str, int, list[dict]]],
         for line in (q["variables"] or "").splitlines():
             k, v = line.split(":")
             variables.setdefault(k.strip(), []).extend(x.strip() for x in v.split(",") if x)
-        tags = [t for t in q["tags"] if t.strip()]
+        tags = [(renames or {}).get(t, t) for t in q["tags"] if t.strip() and t not in drops]
         epoch_overall, epoch_dims = [], {}
         for k in range(epochs):
             answer = answer_text(k)

@@ -40,6 +40,8 @@ def test_every_eval_option_composes(option):
     assert suites and set(suites) <= set(SUITES)
     if option == "paper":
         assert suites == ["anima", "human_compassion", "capabilities", "safety", "probe"]
+    elif option == "anima_paper":  # the paper's protocol of the anima suite
+        assert suites == ["anima"]
     else:
         assert suites == [option]
     assert cfg.hydra.run.dir == "/runs/x/.hydra_logs/eval"

@@ -79,12 +79,21 @@ def _anima(cfg: DictConfig, graders: list[str | Model], limit: int | None) -> Pl
         subset=a.subset,
         epochs=int(a.epochs),
         grader_timeout=cfg.grader.get("timeout"),
+        temperature=a.get("temperature"),
+        dimensions_dir=a.get("dimensions_dir"),
+        dimensions_repo_id=a.get("dimensions_repo_id"),
+        dimensions_revision=a.get("dimensions_revision"),
+        questions_from=a.get("questions_from") or "data_dir",
+        tag_renames=_plain(a.get("tag_renames")) or {},
+        tag_drops=_plain(a.get("tag_drops")) or [],
+        expect_questions=a.get("expect_questions"),
         **_grader_kwargs(cfg.grader),
     )
     meta = task.metadata or {}
     extra = {
         "dataset_revision": meta["dataset_revision"],
         "subset": meta["subset"],
+        "questions": meta["questions"],
         "grader_models": meta["grader_models"],
     }
     return PlannedTask("anima", "anima", task, limit=limit, graded=True, extra=extra)

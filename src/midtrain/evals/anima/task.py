@@ -145,6 +145,7 @@ def anima(
         metadata={
             "dataset_revision": data.revision,
             "subset": subset,
+            "questions": len(data.samples),
             "grader_models": [str(g) for g in graders],
         },
     )
