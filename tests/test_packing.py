@@ -88,3 +88,26 @@ def test_packed_logits_equal_per_document_logits(attn):
     with torch.no_grad():
         leaky = model(input_ids=rows.input_ids, use_cache=False).logits
     assert not torch.allclose(leaky, packed, atol=1e-4)
+
+
+def test_every_piece_of_a_split_document_starts_without_a_label():
+    # A 100-token document in pieces of 40: pieces 2 and 3 start mid-document, with a real
+    # token (not BOS) first. Whatever precedes a piece in its row belongs to another piece,
+    # so the first label of every piece must be ignored, not only the document's first.
+    seg = _segments([98])[0]
+    assert len(seg) == 100
+    rows = pack_segments([seg], seq_len=40, pad_id=0)
+    assert rows.stats.pieces == 3
+    starts = 0
+    for r in range(len(rows)):
+        pos, labels, ids = rows.position_ids[r], rows.labels[r], rows.input_ids[r]
+        real = rows.real_tokens[r].item()
+        for c in range(real):
+            if pos[c] == 0:
+                starts += 1
+                assert labels[c] == IGNORE_INDEX, f"row {r} col {c}: a piece's first token has a label"
+            elif ids[c] != 1:  # every other real token keeps its own id as label
+                assert labels[c] == ids[c]
+    assert starts == 3
+    # 100 tokens, 3 piece starts without a label (the first is BOS anyway).
+    assert rows.stats.loss_tokens == 100 - 3
