@@ -1,0 +1,115 @@
+"""metrics.json summaries of Inspect logs, on hand-built logs with known answers."""
+
+from __future__ import annotations
+
+import math
+
+import pytest
+from inspect_ai.log import EvalConfig, EvalDataset, EvalLog, EvalMetric, EvalResults, EvalSample, EvalScore, EvalSpec
+from inspect_ai.scorer import Score
+
+from midtrain.evals.results import summarize_graded, summarize_metrics
+
+NAN = float("nan")
+
+
+def _sample(qid: str, epoch: int, value, attempted: int = 2, unparseable: int = 0, error=None) -> EvalSample:
+    score = Score(value=value, metadata={"grades_attempted": attempted, "grades_unparseable": unparseable})
+    return EvalSample(id=qid, epoch=epoch, input="q", target="t", scores={"anima_scorer": score}, error=error)
+
+
+def _log(samples: list[EvalSample], epochs: int = 2, status: str = "success", results=None) -> EvalLog:
+    spec = EvalSpec(created="2026-01-01T00:00:00", task="anima", dataset=EvalDataset(), model="mockllm/model",
+                    config=EvalConfig(epochs=epochs))
+    return EvalLog(eval=spec, samples=samples, status=status, results=results)
+
+
+def test_an_epoch_without_any_parseable_grade_is_left_out_not_scored_zero():
+    log = _log([
+        _sample("q1", 1, {"overall": 1.0, "Moral Consideration": 1.0}),
+        _sample("q1", 2, NAN, unparseable=2),  # inspect_evals' Score.unscored(): no grade parsed
+        _sample("q2", 1, {"overall": 0.5, "Moral Consideration": 0.5, "Harm Minimization": 0.5}),
+        _sample("q2", 2, {"overall": 0.0, "Moral Consideration": 0.0, "Harm Minimization": 0.0}),
+    ])
+    out = summarize_graded(log, max_missing_share=0.3)
+    # q1 = 1.0 (its one graded epoch), q2 = mean(0.5, 0.0) = 0.25.
+    assert out["overall_mean"] == pytest.approx(0.625)
+    assert out["stderr"] == pytest.approx(math.sqrt(((1 - 0.625) ** 2 + (0.25 - 0.625) ** 2) / 1 / 2))
+    assert out["by_dimension"] == pytest.approx({"Harm Minimization": 0.25, "Moral Consideration": 0.625})
+    assert list(out["by_dimension"]) == ["Harm Minimization", "Moral Consideration"]
+    assert out["samples"] == out["samples_total"] == 2
+    assert out["samples_failed"] == 0
+    assert out["epochs"] == 2
+    assert (out["grades_attempted"], out["grades_unparseable"]) == (8, 2)
+    assert out["missing_share"] == pytest.approx(0.25)
+    assert out["complete"] is True and out["status"] == "success"
+    assert summarize_graded(log)["complete"] is False  # 25% of grades missing > the default 10%
+
+
+def test_questions_never_graded_or_errored_count_as_failed():
+    log = _log([
+        _sample("q1", 1, {"overall": 0.8}),
+        _sample("q2", 1, NAN, unparseable=2),
+        _sample("q3", 1, {"overall": 0.2}, error={"message": "boom", "traceback": "", "traceback_ansi": ""}),
+    ], epochs=1)
+    out = summarize_graded(log, max_missing_share=1.0)
+    assert out["overall_mean"] == pytest.approx(0.8)
+    assert out["stderr"] is None  # one question: undefined, not 0
+    assert out["samples"] == 1 and out["samples_total"] == 3 and out["samples_failed"] == 2
+    assert out["missing_share"] == pytest.approx(2 / 3)
+    assert out["complete"] is True
+    assert summarize_graded(log, max_missing_share=0.5)["complete"] is False
+
+
+def test_nothing_graded_reports_no_mean_at_all():
+    log = _log([_sample("q1", 1, NAN, unparseable=2), _sample("q2", 1, NAN, unparseable=2)], epochs=1)
+    out = summarize_graded(log, max_missing_share=1.0)
+    assert "overall_mean" not in out and "stderr" not in out and "by_dimension" not in out
+    assert out["samples"] == 0 and out["samples_failed"] == 2
+    assert out["missing_share"] == 1.0 and out["complete"] is False
+
+
+def test_a_failed_log_is_never_complete():
+    out = summarize_graded(_log([_sample("q1", 1, {"overall": 0.5})], epochs=1, status="error"), 1.0)
+    assert out["overall_mean"] == 0.5 and out["complete"] is False and out["status"] == "error"
+
+
+def test_scorers_without_grade_counts_report_none():
+    score = Score(value={"overall": 0.4})
+    log = _log([EvalSample(id=1, epoch=1, input="q", target="t", scores={"s": score})], epochs=1)
+    out = summarize_graded(log, max_missing_share=0.0)
+    assert "grades_attempted" not in out and "grades_unparseable" not in out
+    assert out["missing_share"] == 0.0 and out["complete"] is True
+
+
+@pytest.mark.parametrize("share", [-0.1, 1.5])
+def test_missing_share_must_be_a_share(share):
+    with pytest.raises(ValueError, match="max_missing_share must be in"):
+        summarize_graded(_log([]), share)
+
+
+def _results(*scores: tuple[str, dict[str, float]], done: int = 5, total: int = 6) -> EvalResults:
+    return EvalResults(
+        total_samples=total, completed_samples=done,
+        scores=[EvalScore(name=n, scorer=n, metrics={k: EvalMetric(name=k, value=v) for k, v in m.items()})
+                for n, m in scores],
+    )
+
+
+def test_headline_metrics_of_one_scorer_keep_their_names_and_drop_nan():
+    log = _log([], epochs=1, results=_results(("choice", {"accuracy": 0.75, "stderr": NAN})))
+    out = summarize_metrics(log)
+    assert out == {"metrics": {"accuracy": 0.75}, "samples": 5, "samples_total": 6,
+                   "status": "success", "complete": True}
+
+
+def test_headline_metrics_of_several_scorers_are_prefixed():
+    log = _log([], epochs=1, results=_results(("a", {"accuracy": 0.5}), ("b", {"accuracy": 0.25})))
+    assert summarize_metrics(log)["metrics"] == {"a/accuracy": 0.5, "b/accuracy": 0.25}
+
+
+def test_headline_metrics_without_results_are_incomplete():
+    out = summarize_metrics(_log([], epochs=1, status="error"))
+    assert out == {"metrics": {}, "samples": 0, "samples_total": 0, "status": "error", "complete": False}
+    only_nan = _log([], epochs=1, results=_results(("a", {"accuracy": NAN})))
+    assert summarize_metrics(only_nan)["complete"] is False
