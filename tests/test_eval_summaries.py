@@ -38,7 +38,7 @@ def test_an_epoch_without_any_parseable_grade_is_left_out_not_scored_zero():
     assert out["by_dimension"] == pytest.approx({"Harm Minimization": 0.25, "Moral Consideration": 0.625})
     assert list(out["by_dimension"]) == ["Harm Minimization", "Moral Consideration"]
     assert out["samples"] == out["samples_total"] == 2
-    assert out["samples_failed"] == 0
+    assert out["samples_failed"] == out["samples_unscored"] == 0
     assert out["epochs"] == 2
     assert (out["grades_attempted"], out["grades_unparseable"]) == (8, 2)
     assert out["missing_share"] == pytest.approx(0.25)
@@ -46,7 +46,7 @@ def test_an_epoch_without_any_parseable_grade_is_left_out_not_scored_zero():
     assert summarize_graded(log)["complete"] is False  # 25% of grades missing > the default 10%
 
 
-def test_questions_never_graded_or_errored_count_as_failed():
+def test_questions_never_graded_are_unscored_and_errored_ones_failed():
     log = _log([
         _sample("q1", 1, {"overall": 0.8}),
         _sample("q2", 1, NAN, unparseable=2),
@@ -55,7 +55,8 @@ def test_questions_never_graded_or_errored_count_as_failed():
     out = summarize_graded(log, max_missing_share=1.0)
     assert out["overall_mean"] == pytest.approx(0.8)
     assert out["stderr"] is None  # one question: undefined, not 0
-    assert out["samples"] == 1 and out["samples_total"] == 3 and out["samples_failed"] == 2
+    assert out["samples"] == 1 and out["samples_total"] == 3
+    assert out["samples_failed"] == 1 and out["samples_unscored"] == 1
     assert out["missing_share"] == pytest.approx(2 / 3)
     assert out["complete"] is True
     assert summarize_graded(log, max_missing_share=0.5)["complete"] is False
@@ -65,7 +66,7 @@ def test_nothing_graded_reports_no_mean_at_all():
     log = _log([_sample("q1", 1, NAN, unparseable=2), _sample("q2", 1, NAN, unparseable=2)], epochs=1)
     out = summarize_graded(log, max_missing_share=1.0)
     assert "overall_mean" not in out and "stderr" not in out and "by_dimension" not in out
-    assert out["samples"] == 0 and out["samples_failed"] == 2
+    assert out["samples"] == 0 and out["samples_unscored"] == 2 and out["samples_failed"] == 0
     assert out["missing_share"] == 1.0 and out["complete"] is False
 
 
