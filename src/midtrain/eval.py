@@ -138,6 +138,12 @@ def evaluate(cfg: DictConfig, *, model: Any = None, grader_models: list | None =
 
         load_pairs(cfg.eval.probe.pairs_path)
 
+    if planned or run_probe:
+        from midtrain.tracking.provenance import record_attempt, stage_provenance
+
+        record_attempt(run.path, "eval", suites=sorted({p.suite for p in planned} | ({"probe"} if run_probe else set())))
+        run.update_metrics({"provenance": stage_provenance(run.path)})
+
     log_root = Path(str(cfg.inspect.log_dir)) if cfg.inspect.get("log_dir") else run.eval_dir
     max_missing = float(cfg.max_missing_share)
     if planned:

@@ -20,6 +20,7 @@ from omegaconf import DictConfig, OmegaConf, open_dict
 
 from midtrain.paths import CONF_DIR
 from midtrain.tracking import RunDir
+from midtrain.tracking.provenance import record_attempt, stage_provenance
 
 log = logging.getLogger(__name__)
 
@@ -70,11 +71,12 @@ def export_base(cfg: DictConfig, run: RunDir) -> RunDir:
     pl.seed_everything(int(cfg.seed), verbose=False)
     model = build_model(cfg.model, tokenizer)
     base.path.mkdir(parents=True, exist_ok=True)
+    record_attempt(base.path, "export")
     export_hf(model, tokenizer, base.hf)
     c = stage_config(cfg, "midtrain", "lm", None)
     with open_dict(c):
         c.stage = "base"
-    base.write_metrics({**identity(c)})
+    base.write_metrics({**identity(c), "provenance": stage_provenance(base.path, c)})
     base.mark_done()
     return base
 
@@ -119,6 +121,7 @@ def pipeline(cfg: DictConfig) -> dict:
         log.info("%s is DONE; nothing to do", run.path)
         return run.read_metrics()
     _check(cfg)
+    record_attempt(run.path, "pipeline")
     st = cfg.stages
 
     metrics: dict = {
@@ -182,6 +185,9 @@ def pipeline(cfg: DictConfig) -> dict:
             metrics["eval"] = by_stage["final"]
         metrics["eval_by_stage"] = {k: v for k, v in by_stage.items() if k != "final"}
 
+    # This run's attempts and inputs, and each stage's (with their evaluation attempts).
+    metrics["provenance"] = {**stage_provenance(run.path, cfg),
+                             "stages": {name: s.read_metrics().get("provenance") for name, s in stages.items()}}
     run.write_metrics(metrics)
     _log_to_wandb(cfg, run, metrics)
     run.mark_done()

@@ -29,6 +29,7 @@ import hydra
 from omegaconf import DictConfig, OmegaConf
 
 from midtrain.paths import CONF_DIR
+from midtrain.tracking.provenance import PROVENANCE_KEYS, differing_provenance, format_values, run_provenance
 from midtrain.tracking.rundir import atomic_write_json, atomic_write_text, read_json
 
 log = logging.getLogger(__name__)
@@ -55,6 +56,7 @@ def _run_row(metrics: Mapping[str, Any], source: str, sweep: str, metric: str, d
     row.update(run_id=metrics.get("run_id"), sweep=sweep, source=source, score=_select(metrics, metric))
     dims = _select(metrics, dimensions)
     row["dimensions"] = {str(k): v for k, v in dims.items() if _is_number(v)} if isinstance(dims, Mapping) else {}
+    row["provenance"] = run_provenance(metrics)  # code and library versions over all attempts
     return row
 
 
@@ -135,6 +137,8 @@ def collect_wandb(groups: Iterable[str], project: str, entity: str | None, metri
             for k in CONDITION_KEYS:
                 metrics.setdefault(k, run.config.get(k))
             metrics.setdefault("run_id", run.name)
+            attempts = ((run.config.get("provenance") or {}).get("attempt") or {}).values()
+            metrics.setdefault("provenance", {"attempts": list(attempts)})
             source = f"wandb:{path}/{run.id}"
             if run.state != "finished":
                 problems.append({"sweep": group, "run_id": run.name, "path": source,
@@ -182,7 +186,9 @@ def aggregate(rows: list[dict], group_by: list[str]) -> tuple[list[dict], list[d
         seeds = [r["seed"] for r in runs]
         cell = dict(zip(group_by, key))
         summary.append({**cell, "n": len(runs), "seeds": seeds, "mean": mean, "stderr": se,
-                        "dimensions": {d: mean_stderr(v)[0] for d, v in sorted(dims.items())}})
+                        "dimensions": {d: mean_stderr(v)[0] for d, v in sorted(dims.items())},
+                        # code commit or library versions that differ between the cell's runs
+                        "provenance_differs": differing_provenance(runs)})
         expected = set().union(*(seeds_per_sweep[r["sweep"]] for r in runs))
         for s in sorted(expected - set(seeds), key=_sort_key):
             missing.append({**cell, "seed": s})
@@ -204,20 +210,54 @@ def _csv(header: list[str], rows: Iterable[list[Any]]) -> str:
 
 def summary_csv(summary: list[dict], group_by: list[str]) -> str:
     dims = sorted({d for s in summary for d in s["dimensions"]})
-    return _csv(group_by + ["n", "seeds", "mean", "stderr"] + [f"dim:{d}" for d in dims],
+    return _csv(group_by + ["n", "seeds", "mean", "stderr"] + [f"dim:{d}" for d in dims] + ["provenance_differs"],
                 ([s[k] for k in group_by] + [s["n"], " ".join(map(str, s["seeds"])), _fmt(s["mean"], 6),
-                  _fmt(s["stderr"], 6)] + [_fmt(s["dimensions"].get(d), 6) for d in dims] for s in summary))
+                  _fmt(s["stderr"], 6)] + [_fmt(s["dimensions"].get(d), 6) for d in dims]
+                 + [_differs(s)] for s in summary))
+
+
+def _differs(cell: dict) -> str:
+    """``transformers: 5.23.0 | 5.24.0; code: ...`` for a cell whose runs differ, else empty."""
+    return "; ".join(f"{k}: {format_values(v)}" for k, v in (cell.get("provenance_differs") or {}).items())
+
+
+def _provenance_markdown(summary: list[dict], group_by: list[str], runs: list[dict]) -> list[str]:
+    """The code and library versions the runs were produced with, and the cells that mix them."""
+    lines = ["", "## Code and library versions", ""]
+    flagged = [s for s in summary if s.get("provenance_differs")]
+    if flagged:
+        lines.append("Cells whose runs were produced by different code or library versions "
+                     "(their means compare different programs):")
+        lines.append("")
+        for s in flagged:
+            cell = ", ".join(f"{k}={s[k]}" for k in group_by)
+            lines.append(f"- {cell}: {_differs(s)}")
+        lines.append("")
+    values: dict[str, set] = defaultdict(set)
+    for r in runs:
+        for k in PROVENANCE_KEYS:
+            values[k].update((r.get("provenance") or {}).get(k) or [None])
+    if not any(v != {None} for v in values.values()):
+        lines.append("No run recorded its code and library versions.")
+        return lines
+    lines += ["| " + " | ".join(["", *PROVENANCE_KEYS]) + " |", "|" + "---|" * (len(PROVENANCE_KEYS) + 1),
+              "| all runs | " + " | ".join(format_values(sorted(values[k], key=lambda x: (x is None, str(x))))
+                                         for k in PROVENANCE_KEYS) + " |",
+              "", "Per-run versions are in `runs.csv`."]
+    return lines
 
 
 def summary_markdown(summary: list[dict], group_by: list[str], metric: str, problems: list[dict],
-                     missing: list[dict]) -> str:
+                     missing: list[dict], runs: list[dict] | None = None) -> str:
     lines = [f"# Sweep report: `{metric}`", "",
              "Mean ± standard error over seeds (n = seeds aggregated).", "",
-             "| " + " | ".join(group_by + ["n", "mean ± se"]) + " |",
-             "|" + "---|" * (len(group_by) + 2)]
+             "| " + " | ".join(group_by + ["n", "mean ± se", "provenance"]) + " |",
+             "|" + "---|" * (len(group_by) + 3)]
     for s in summary:
         se = f" ± {s['stderr']:.3f}" if s["stderr"] is not None else ""
-        lines.append("| " + " | ".join([str(s[k]) for k in group_by] + [str(s["n"]), f"{s['mean']:.3f}{se}"]) + " |")
+        flag = "**differs: " + ", ".join(s["provenance_differs"]) + "**" if s.get("provenance_differs") else ""
+        lines.append("| " + " | ".join([str(s[k]) for k in group_by] + [str(s["n"]), f"{s['mean']:.3f}{se}", flag])
+                     + " |")
     dims = sorted({d for s in summary for d in s["dimensions"]})
     if dims:
         lines += ["", "## Per-dimension means", "",
@@ -225,6 +265,7 @@ def summary_markdown(summary: list[dict], group_by: list[str], metric: str, prob
         for s in summary:
             lines.append("| " + " | ".join([str(s[k]) for k in group_by]
                                            + [_fmt(s["dimensions"].get(d)) for d in dims]) + " |")
+    lines += _provenance_markdown(summary, group_by, runs or [])
     lines += ["", "## Missing or failed runs", ""]
     if not problems and not missing:
         lines.append("None: every run of every cell finished and was aggregated.")
@@ -354,10 +395,11 @@ def report(cfg: DictConfig) -> dict:
              "runs_csv": out_dir / "runs.csv", "problems_csv": out_dir / "problems.csv",
              "report_json": out_dir / "report.json"}
     atomic_write_text(files["summary_csv"], summary_csv(summary, group_by))
-    atomic_write_text(files["summary_md"], summary_markdown(summary, group_by, cfg.metric, problems, missing))
+    atomic_write_text(files["summary_md"], summary_markdown(summary, group_by, cfg.metric, problems, missing, rows))
     atomic_write_text(files["runs_csv"], _csv(
-        ["sweep", "run_id", *CONDITION_KEYS, "score", "source"],
-        ([r["sweep"], r["run_id"], *[r[k] for k in CONDITION_KEYS], r["score"], r["source"]] for r in rows)))
+        ["sweep", "run_id", *CONDITION_KEYS, "score", "source", *PROVENANCE_KEYS],
+        ([r["sweep"], r["run_id"], *[r[k] for k in CONDITION_KEYS], r["score"], r["source"],
+          *[format_values(r["provenance"].get(k)) for k in PROVENANCE_KEYS]] for r in rows)))
     atomic_write_text(files["problems_csv"], _csv(
         ["sweep", "run_id", "path", "reason"],
         [[p["sweep"], p["run_id"], p["path"], p["reason"]] for p in problems]

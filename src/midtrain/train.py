@@ -20,6 +20,7 @@ from omegaconf import DictConfig, OmegaConf
 
 from midtrain.paths import CONF_DIR
 from midtrain.tracking import RunDir, redact_config
+from midtrain.tracking.provenance import portable_config, portable_path, record_attempt, stage_provenance
 
 if TYPE_CHECKING:
     import pytorch_lightning as pl
@@ -92,7 +93,7 @@ def _check_resume_config(cfg: DictConfig, run: RunDir) -> None:
     if not run.config_path.exists():
         return
     saved = _flatten(OmegaConf.to_container(OmegaConf.load(run.config_path), resolve=True))
-    now = _flatten(redact_config(OmegaConf.to_container(cfg, resolve=True)))
+    now = _flatten(redact_config(OmegaConf.to_container(portable_config(cfg, run.path), resolve=True)))
     drift = sorted(
         k for k in set(saved) | set(now)
         if not any(k == i or k.startswith(i + ".") for i in _RESUME_IGNORES) and saved.get(k) != now.get(k)
@@ -103,6 +104,13 @@ def _check_resume_config(cfg: DictConfig, run: RunDir) -> None:
             f"{run.path} holds checkpoints from a different config ({shown}); "
             "use another sweep_name/run_id, or resume=never to start over"
         )
+
+
+def _rank() -> int:
+    """This process's global rank as the launcher set it (before a Trainer exists)."""
+    from pytorch_lightning.utilities.rank_zero import rank_zero_only
+
+    return int(getattr(rank_zero_only, "rank", 0) or 0)
 
 
 def resume_path(cfg: DictConfig, run: RunDir) -> Path | None:
@@ -283,7 +291,10 @@ def train(cfg: DictConfig, callbacks: list | None = None) -> dict:
     model = _prepare_model(cfg, tokenizer, dev)
     module = CausalLMModule(model, cfg.optim, total_steps=dm.schedule.steps)
     run.path.mkdir(parents=True, exist_ok=True)
-    run.save_config(cfg)
+    saved_cfg = portable_config(cfg, run.path)  # paths inside the runs root relative to the run
+    run.save_config(saved_cfg)
+    if _rank() == 0:  # before the loggers: the W&B config carries this attempt
+        record_attempt(run.path, "train", resumed_from=portable_path(ckpt, run.path))
 
     cbs = _callbacks(cfg, run, model, dm, tokenizer) + list(callbacks or [])
     max_steps = int(cfg.trainer.max_steps) if cfg.trainer.max_steps else dm.schedule.steps
@@ -320,12 +331,13 @@ def train(cfg: DictConfig, callbacks: list | None = None) -> dict:
             "final_loss": round(float(module.last_loss), 6) if module.last_loss is not None else None,
             "global_steps": int(trainer.global_step),
             "parameters": count_parameters(model),
-            "init_from": str(cfg.init_from) if cfg.get("init_from") else None,
+            "init_from": saved_cfg.get("init_from"),
             **dm.info,
         },
     }
     if throughput:
         metrics["throughput"] = throughput
+    metrics["provenance"] = stage_provenance(run.path, cfg)
     if trainer.is_global_zero:
         export_hf(module.model, tokenizer, run.hf, state_dict=state_dict)
         run.write_metrics(metrics)

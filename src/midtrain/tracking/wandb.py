@@ -19,6 +19,7 @@ from typing import Any
 
 from omegaconf import DictConfig, OmegaConf
 
+from midtrain.tracking.provenance import wandb_provenance
 from midtrain.tracking.rundir import atomic_write_json, read_json
 from midtrain.tracking.secrets import redact_config
 
@@ -101,7 +102,7 @@ def wandb_init_kwargs(cfg: DictConfig, run_dir: str | os.PathLike, stage: str) -
         "name": str(run_id),
         "job_type": stage,
         "tags": condition_tags(cfg),
-        "config": wandb_config(cfg),
+        "config": {**wandb_config(cfg), "provenance": wandb_provenance(run_dir)},
         "id": wandb_run_id(run_dir, stage),
         "resume": "allow",
         "dir": str(run_dir),
