@@ -76,7 +76,7 @@ def test_portable_path_is_relative_inside_the_runs_root(tmp_path):
 
 
 def _overrides(tmp_path, *extra):
-    return ["debug=smoke", f"paths.runs_root={tmp_path / 'runs'}", "sweep_name=prov", "corpus.num_docs=24",
+    return ["debug=smoke", f"paths.runs_root={tmp_path / 'runs'}", "sweep_name=prov", "corpus.num_docs=16",
             "data.seq_len=256", *extra]
 
 

@@ -269,9 +269,11 @@ def record_attempt(stage_dir: str | os.PathLike, activity: str, **extra: Any) ->
     attempt = {"activity": activity, "attempt": n,
                "started_at": _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"),
                **environment(), **extra}
-    attempts.append(attempt)
+    from midtrain.tracking.secrets import redact_config
+
+    attempts.append(redact_config(attempt))  # e.g. a SLURM job name that holds a token's value
     atomic_write_json(stage_dir / PROVENANCE_FILE, {"attempts": attempts})
-    return attempt
+    return attempts[-1]
 
 
 def stage_provenance(stage_dir: str | os.PathLike, cfg: DictConfig | None = None) -> dict[str, Any]:
