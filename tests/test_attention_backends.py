@@ -14,6 +14,7 @@ import torch
 
 from midtrain.data.packing import Segment, pack_segments
 from midtrain.models.attention import flash_attn_available, flex_attention_available, resolve_attn_implementation
+from midtrain.models.checks import packed_vs_per_document
 
 VOCAB = 128
 # Lengths include a 1-token document and rows that end in padding.
@@ -54,29 +55,7 @@ def _packed_vs_per_document(model, device: str = "cpu", use_position_ids: bool =
     docs = _docs()
     rows = pack_segments([Segment(d, d) for d in docs], SEQ_LEN, pad_id=0)
     assert rows.stats.rows == 3 and rows.stats.real_tokens == sum(DOC_LENGTHS)
-    kwargs = {"position_ids": rows.position_ids.to(device)} if use_position_ids else {}
-    with torch.no_grad():
-        packed = model(input_ids=rows.input_ids.to(device), use_cache=False, **kwargs).logits.float().cpu()
-        worst = 0.0
-        matched = 0
-        for d in docs:
-            alone = model(input_ids=torch.tensor([d], device=device), use_cache=False).logits.float().cpu()[0]
-            # find the document in the packed rows: its positions run 0..n-1 over its own tokens
-            hit = None
-            for r in range(len(rows)):
-                ids, pos = rows.input_ids[r].tolist(), rows.position_ids[r].tolist()
-                for s in range(SEQ_LEN - len(d) + 1):
-                    if pos[s] == 0 and ids[s : s + len(d)] == d and (s + len(d) == SEQ_LEN or pos[s + len(d)] == 0):
-                        hit = (r, s)
-                        break
-                if hit:
-                    break
-            assert hit is not None, f"document of {len(d)} tokens not found in the packed rows"
-            r, s = hit
-            worst = max(worst, (packed[r, s : s + len(d)] - alone).abs().max().item())
-            matched += 1
-    assert matched == len(docs)
-    return worst
+    return packed_vs_per_document(model, docs, SEQ_LEN, device, use_position_ids)
 
 
 @pytest.mark.parametrize("attn", ["sdpa", "eager"])
