@@ -107,6 +107,8 @@ def _human_compassion(cfg: DictConfig, graders: list[str | Model], limit: int | 
         grader_models=graders,
         language=h.language,
         epochs=int(h.epochs),
+        data_dir=h.get("data_dir"),
+        grader_timeout=cfg.grader.get("timeout"),
         dataset_repo_id=h.repo_id,
         dataset_revision=h.revision,
         dimensions_repo_id=h.dimensions_repo_id,
