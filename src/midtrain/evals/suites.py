@@ -6,6 +6,7 @@ checked, task names are resolved, graders are required where a task is model-gra
 
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass, field
 from importlib.metadata import entry_points
 from typing import Any, Callable
@@ -124,6 +125,29 @@ def _human_compassion(cfg: DictConfig, graders: list[str | Model], limit: int | 
     return PlannedTask("human_compassion", "human_compassion", task, limit=limit, graded=True, extra=extra)
 
 
+class TaskBuildError(RuntimeError):
+    """An Inspect task of a list suite could not be built (its data or a dependency is missing)."""
+
+
+_UNREACHABLE = re.compile(r"Couldn't reach '([^']+)'")
+
+
+def _build_task(fn: Callable[..., Task], args: dict[str, Any], where: str, drop: str) -> Task:
+    """Build one task; a dataset it cannot download, or anything else it lacks, is named."""
+    try:
+        return fn(**args)
+    except (ConnectionError, OSError) as e:
+        found = _UNREACHABLE.search(str(e))
+        dataset = found.group(1) if found else (getattr(e, "filename", None) or str(e))
+        raise TaskBuildError(
+            f"{where} needs the dataset {dataset!r}, which could not be downloaded (no network, or "
+            f"HF_HUB_OFFLINE set) and is not in the local cache ({type(e).__name__}: {e}). Run once with "
+            f"network access to fill the cache, or leave the task out with '{drop}'."
+        ) from e
+    except Exception as e:
+        raise TaskBuildError(f"{where} could not be built ({type(e).__name__}: {e}); leave it out with '{drop}'") from e
+
+
 def _task_list(suite: str, cfg: DictConfig, graders: list[str | Model], limit: int | None) -> list[PlannedTask]:
     spec = cfg.eval[suite]
     tasks = spec.get("tasks") or {}
@@ -145,7 +169,7 @@ def _task_list(suite: str, cfg: DictConfig, graders: list[str | Model], limit: i
         task_limit = t.get("limit")
         if limit is not None:
             task_limit = min(limit, task_limit) if task_limit is not None else limit
-        task = resolved[key](**args)
+        task = _build_task(resolved[key], args, f"eval.{suite}.tasks.{key} ({t.task})", f"~eval.{suite}.tasks.{key}")
         extra: dict[str, Any] = {"task": str(t.task)}
         if grader_arg:
             extra["grader_models"] = [str(args[grader_arg])]
