@@ -150,3 +150,32 @@ def test_wandb_rows_from_run_summaries():
     assert problems[0]["run_id"] == "b" and "crashed" in problems[0]["reason"]
     summary, missing = aggregate(rows, ["condition", "num_docs"])
     assert summary[0]["mean"] == 0.5 and missing == []
+
+
+def test_report_shows_unparseable_share_per_dimension_and_flags_incomplete_cells(tmp_path):
+    """Each per-dimension cell carries its share of unparseable grades (summed over the cell's
+    runs); a cell with a run whose ANIMA result is complete: false is flagged."""
+    sweep = tmp_path / "s"
+    counts = {  # (condition, seed) -> {dim: (attempted, unparseable)}, complete
+        ("treatment", 0): ({"moral_consideration": (40, 2), "harm_minimization": (20, 0)}, True),
+        ("treatment", 1): ({"moral_consideration": (40, 6), "harm_minimization": (20, 5)}, False),
+        ("control", 0): ({"moral_consideration": (40, 0), "harm_minimization": (20, 0)}, True),
+    }
+    for (cond, seed), (dims, complete) in counts.items():
+        path = _write_run(sweep, cond, 1000, 0, seed, 0.5)
+        m = RunDir(path).read_metrics()
+        m["eval"]["anima"].update(complete=complete, grades_by_dimension={
+            d: {"attempted": a, "unparseable": u} for d, (a, u) in dims.items()})
+        RunDir(path).write_metrics(m)
+    result = report(_cfg([sweep], tmp_path / "out", "plots.enabled=false"))
+    cells = {s["condition"]: s for s in result["summary"]}
+    t, c = cells["treatment"], cells["control"]
+    assert t["unparseable_share"] == {"harm_minimization": pytest.approx(5 / 40), "moral_consideration": pytest.approx(8 / 80)}
+    assert t["incomplete"] == ["treatment-tiny-llama-n1000-i0-s1"] and c["incomplete"] == []
+    md = (tmp_path / "out" / "summary.md").read_text()
+    assert "| tiny-llama | treatment | 1000 | 0 | 0.400 (u 12%) | 0.600 (u 10%) | incomplete: 1 of 2 runs |" in md
+    assert "| tiny-llama | control | 1000 | 0 | 0.400 (u 0%) | 0.600 (u 0%) |  |" in md
+    assert "run treatment-tiny-llama-n1000-i0-s1 is aggregated, but its graded result is incomplete" in md
+    with open(tmp_path / "out" / "summary.csv") as f:
+        row = next(r for r in csv.DictReader(f) if r["condition"] == "treatment")
+    assert float(row["unparseable:moral_consideration"]) == pytest.approx(0.1) and row["incomplete_runs"] == "1"

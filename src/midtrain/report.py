@@ -57,6 +57,15 @@ def _run_row(metrics: Mapping[str, Any], source: str, sweep: str, metric: str, d
     dims = _select(metrics, dimensions)
     row["dimensions"] = {str(k): v for k, v in dims.items() if _is_number(v)} if isinstance(dims, Mapping) else {}
     row["provenance"] = run_provenance(metrics)  # code and library versions over all attempts
+    # The graded result that holds the dimensions (e.g. eval.anima) also counts its grades.
+    result = _select(metrics, dimensions.rpartition(".")[0]) if "." in dimensions else None
+    result = result if isinstance(result, Mapping) else {}
+    counts = result.get("grades_by_dimension")
+    row["dimension_grades"] = {
+        str(d): (int(c["attempted"]), int(c["unparseable"])) for d, c in counts.items()
+        if isinstance(c, Mapping) and _is_number(c.get("attempted")) and _is_number(c.get("unparseable"))
+    } if isinstance(counts, Mapping) else {}
+    row["complete"] = result.get("complete")
     return row
 
 
@@ -185,10 +194,18 @@ def aggregate(rows: list[dict], group_by: list[str]) -> tuple[list[dict], list[d
                 dims[d].append(v)
         seeds = [r["seed"] for r in runs]
         cell = dict(zip(group_by, key))
+        graded: dict[str, list[int]] = defaultdict(lambda: [0, 0])
+        for r in runs:
+            for d, (attempted, unparseable) in r.get("dimension_grades", {}).items():
+                graded[d][0] += attempted
+                graded[d][1] += unparseable
         summary.append({**cell, "n": len(runs), "seeds": seeds, "mean": mean, "stderr": se,
                         "dimensions": {d: mean_stderr(v)[0] for d, v in sorted(dims.items())},
                         # code commit or library versions that differ between the cell's runs
-                        "provenance_differs": differing_provenance(runs)})
+                        "provenance_differs": differing_provenance(runs),
+                        # unparseable grades / grades, summed over the cell's runs
+                        "unparseable_share": {d: u / a for d, (a, u) in sorted(graded.items()) if a},
+                        "incomplete": [r["run_id"] for r in runs if r.get("complete") is False]})
         expected = set().union(*(seeds_per_sweep[r["sweep"]] for r in runs))
         for s in sorted(expected - set(seeds), key=_sort_key):
             missing.append({**cell, "seed": s})
@@ -210,9 +227,11 @@ def _csv(header: list[str], rows: Iterable[list[Any]]) -> str:
 
 def summary_csv(summary: list[dict], group_by: list[str]) -> str:
     dims = sorted({d for s in summary for d in s["dimensions"]})
-    return _csv(group_by + ["n", "seeds", "mean", "stderr"] + [f"dim:{d}" for d in dims] + ["provenance_differs"],
+    return _csv(group_by + ["n", "seeds", "mean", "stderr", "incomplete_runs"] + [f"dim:{d}" for d in dims]
+                + [f"unparseable:{d}" for d in dims] + ["provenance_differs"],
                 ([s[k] for k in group_by] + [s["n"], " ".join(map(str, s["seeds"])), _fmt(s["mean"], 6),
-                  _fmt(s["stderr"], 6)] + [_fmt(s["dimensions"].get(d), 6) for d in dims]
+                  _fmt(s["stderr"], 6), len(s.get("incomplete", []))] + [_fmt(s["dimensions"].get(d), 6) for d in dims]
+                 + [_fmt(s.get("unparseable_share", {}).get(d), 6) for d in dims]
                  + [_differs(s)] for s in summary))
 
 
@@ -261,19 +280,31 @@ def summary_markdown(summary: list[dict], group_by: list[str], metric: str, prob
     dims = sorted({d for s in summary for d in s["dimensions"]})
     if dims:
         lines += ["", "## Per-dimension means", "",
-                  "| " + " | ".join(group_by + dims) + " |", "|" + "---|" * (len(group_by) + len(dims))]
+                  "Mean over seeds; (u x%) = share of that dimension's grades that were unparseable, over the "
+                  "cell's runs. A cell with a run whose graded result is incomplete (complete: false) is flagged.", "",
+                  "| " + " | ".join(group_by + dims + ["flag"]) + " |", "|" + "---|" * (len(group_by) + len(dims) + 1)]
+
+        def cell(s: dict, d: str) -> str:
+            share = s.get("unparseable_share", {}).get(d)
+            return _fmt(s["dimensions"].get(d)) + ("" if share is None else f" (u {share:.0%})")
+
         for s in summary:
-            lines.append("| " + " | ".join([str(s[k]) for k in group_by]
-                                           + [_fmt(s["dimensions"].get(d)) for d in dims]) + " |")
+            bad = s.get("incomplete", [])
+            flag = f"incomplete: {len(bad)} of {s['n']} runs" if bad else ""
+            lines.append("| " + " | ".join([str(s[k]) for k in group_by] + [cell(s, d) for d in dims] + [flag]) + " |")
     lines += _provenance_markdown(summary, group_by, runs or [])
     lines += ["", "## Missing or failed runs", ""]
-    if not problems and not missing:
+    incomplete = [(s, r) for s in summary for r in s.get("incomplete", [])]
+    if not problems and not missing and not incomplete:
         lines.append("None: every run of every cell finished and was aggregated.")
     for p in problems:
         lines.append(f"- `{p['path']}` ({p['sweep']}/{p['run_id']}): {p['reason']}")
     for m in missing:
         cell = ", ".join(f"{k}={m[k]}" for k in group_by)
         lines.append(f"- {cell}: seed {m['seed']} has no result")
+    for s, run_id in incomplete:
+        cell = ", ".join(f"{k}={s[k]}" for k in group_by)
+        lines.append(f"- {cell}: run {run_id} is aggregated, but its graded result is incomplete (complete: false)")
     return "\n".join(lines) + "\n"
 
 
