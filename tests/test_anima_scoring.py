@@ -247,3 +247,17 @@ def test_every_grade_parseable_equals_inspect_evals_scorer(tmp_path):
     ma, mb = metrics(ours), metrics(theirs)
     assert ma.keys() == mb.keys()
     assert ma == pytest.approx(mb)
+
+
+SHARED_ANIMA = Path(__file__).resolve().parents[2] / "shared" / "anima-2.1"
+
+
+@pytest.mark.skipif(not (SHARED_ANIMA / "questions.jsonl").is_file(), reason="../shared/anima-2.1 not present")
+def test_blank_tag_row_is_kept_and_the_blank_tag_dropped():
+    """Line 59 of ANIMA 2.1 (id 58) ends its tags with "": the question stays, the tag goes."""
+    from midtrain.evals.anima.dataset import load_anima
+
+    raw = json.loads((SHARED_ANIMA / "questions.jsonl").read_text().splitlines()[58])
+    assert raw["id"] == 58 and "" in raw["tags"]
+    [sample] = [s for s in load_anima(SHARED_ANIMA, subset="all").samples if s.id == 58]
+    assert json.loads(sample.target)["tags"] == [t for t in raw["tags"] if t]

@@ -155,7 +155,7 @@ def evaluate(cfg: DictConfig, *, model: Any = None, grader_models: list | None =
             summary.update(p.extra)
             summary["log"] = _log_ref(result_log.location, run.path)
             if not summary["complete"]:
-                log.warning("eval %s/%s incomplete: %s", p.suite, p.key, {k: summary.get(k) for k in ("status", "missing_share", "samples_failed")})
+                log.warning("eval %s/%s incomplete: %s", p.suite, p.key, {k: summary.get(k) for k in ("status", "missing_share", "samples_failed", "samples_unscored")})
             update = {p.suite: summary} if p.suite == p.key else {p.suite: {p.key: summary}}
             run.update_metrics({"eval": update})  # after each task, so a crash keeps finished ones
     if run_probe:
