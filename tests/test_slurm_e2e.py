@@ -190,8 +190,18 @@ def test_job_requeued_mid_training_ends_like_an_uninterrupted_run(tmp_path):
 
     ref = json.loads(next((tmp_path / "reference").glob("*/metrics.json")).read_text())
     got = json.loads(next((tmp_path / "requeued").glob("*/metrics.json")).read_text())
-    for stage_metrics in (*got["train"].values(), *ref["train"].values()):
-        stage_metrics.pop("init_from")  # the path of the previous stage, under each sweep's own folder
+    assert got["train"]["instruct"]["init_from"] == "../midtrain"  # relative: the same in both sweeps
     assert got["train"] == ref["train"]  # same steps, same final losses, bit for bit
     assert got["train"]["midtrain"]["final_loss"] == ref["train"]["midtrain"]["final_loss"]
     assert got["eval"] == ref["eval"]
+    # Both attempts of the interrupted stage are on record, the second with SLURM's restart count.
+    attempts = got["provenance"]["stages"]["midtrain"]["attempts"]
+    train_attempts = [a for a in attempts if a["activity"] == "train"]
+    assert [a["attempt"] for a in train_attempts] == [1, 2]
+    assert [a["slurm"]["restart_count"] for a in train_attempts] == [0, 1]
+    jobs = {(a["slurm"]["job_id"], a["slurm"].get("array_job_id"), a["slurm"].get("array_task_id"))
+            for a in train_attempts}
+    assert len(jobs) == 1 and job_id.split("_")[0] in next(iter(jobs)), jobs  # one job, requeued
+    assert train_attempts[1]["resumed_from"] == "checkpoints/last.ckpt"
+    ref_attempts = ref["provenance"]["stages"]["midtrain"]["attempts"]
+    assert [a["attempt"] for a in ref_attempts if a["activity"] == "train"] == [1]

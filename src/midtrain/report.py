@@ -6,7 +6,10 @@ runs of W&B groups), and writes, under ``out_dir``:
 - ``summary.csv`` / ``summary.md``: mean ± standard error over seeds of the headline score
   per ``group_by`` cell (model x condition x doc count x instruction samples), plus the
   per-dimension means;
-- ``runs.csv``: one row per run that was aggregated;
+- ``runs.csv``: one row per run that was aggregated, with the code commit and library
+  versions it recorded (``provenance`` in its metrics.json, over every attempt);
+- in ``summary.csv`` (``provenance_differs``) and ``summary.md``: every cell whose runs differ
+  in code commit or in a library's version;
 - ``problems.csv`` and a section of ``summary.md``: every run that was not aggregated (no
   ``metrics.json``, corrupt JSON, not DONE, headline metric absent) and every seed missing
   from a cell, so a half-finished sweep cannot pass for a finished one;

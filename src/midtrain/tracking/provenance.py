@@ -33,6 +33,7 @@ from pathlib import Path
 from typing import Any
 
 from omegaconf import DictConfig, OmegaConf, open_dict
+from omegaconf.errors import OmegaConfBaseException
 
 from midtrain.tracking.rundir import atomic_write_json, read_json
 
@@ -240,7 +241,7 @@ def inputs(cfg: DictConfig, run_dir: str | os.PathLike | None = None) -> dict[st
         if node is not None:
             try:
                 out[key] = _data_source(node)
-            except Exception as e:  # a missing file is the stage's own error to report
+            except (OSError, ValueError, OmegaConfBaseException) as e:  # the stage reports bad input itself
                 out[key] = {"error": f"{type(e).__name__}: {e}"}
     return out
 
