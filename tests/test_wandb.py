@@ -182,3 +182,9 @@ def test_training_stage_logs_to_an_offline_wandb_run(tmp_path, monkeypatch):
                for r in records if r.WhichOneof("record_type") == "summary" for u in r.summary.update}
     assert summary["train/final_loss"] == json.loads((run_dir / "metrics.json").read_text())["train"]["final_loss"]
     assert (run_dir / "logs" / "midtrain" / "metrics.csv").exists()  # also_csv
+    config = {u.key: json.loads(u.value_json) for r in records if r.WhichOneof("record_type") == "run"
+              for u in r.run.config.update}
+    attempt = json.loads((run_dir / "provenance.json").read_text())["attempts"][0]
+    assert config["provenance"]["attempts"] == 1
+    assert config["provenance"]["attempt"]["1"]["versions"] == attempt["versions"]
+    assert config["provenance"]["attempt"]["1"]["code"] == attempt["code"]
