@@ -42,7 +42,20 @@ def _cfg(tmp_path: Path, *extra: str):
         )
 
 
-def read_wandb_records(path: Path) -> list:
+def read_wandb_records(path: Path, timeout: float = 60.0) -> list:
+    """The records of a .wandb file once W&B's service has written the run's exit record
+    (it writes after ``finish()`` returns), waiting up to ``timeout`` seconds."""
+    import time
+
+    deadline = time.monotonic() + timeout
+    while True:
+        records = _parse_wandb_records(path)
+        if any(r.WhichOneof("record_type") == "exit" for r in records) or time.monotonic() > deadline:
+            return records
+        time.sleep(0.5)
+
+
+def _parse_wandb_records(path: Path) -> list:
     """Parse a .wandb transaction log (LevelDB log framing of protobuf ``Record`` messages)."""
     from wandb.proto import wandb_internal_pb2 as pb
 

@@ -28,26 +28,12 @@ from midtrain.generation.match import load_match
 from midtrain.generation.universe import Universe, universe_from_mapping
 from midtrain.paths import CONF_DIR
 from midtrain.tracking import atomic_write_json, atomic_write_text, read_json, redact_config
+from midtrain.tracking.secrets import PROVIDER_API_KEYS  # provider -> key variable, shared with the scrubber
 
 log = logging.getLogger(__name__)
 
 IDENTITY_FILE = "generation.json"
 OUTPUT_FILES = {"documents": "documents.jsonl", "qa": "qa.jsonl"}
-
-# Environment variable each hosted provider reads its key from (inspect-ai's conventions).
-PROVIDER_API_KEYS = {
-    "anthropic": "ANTHROPIC_API_KEY",
-    "openai": "OPENAI_API_KEY",
-    "google": "GOOGLE_API_KEY",
-    "mistral": "MISTRAL_API_KEY",
-    "groq": "GROQ_API_KEY",
-    "together": "TOGETHER_API_KEY",
-    "grok": "XAI_API_KEY",
-    "deepseek": "DEEPSEEK_API_KEY",
-    "fireworks": "FIREWORKS_API_KEY",
-    "openrouter": "OPENROUTER_API_KEY",
-    "perplexity": "PERPLEXITY_API_KEY",
-}
 
 
 # Validation ----------------------------------------------------------------------------

@@ -75,6 +75,19 @@ def wandb_config(cfg: DictConfig) -> dict[str, Any]:
     return redact_config(container)
 
 
+def wandb_settings():
+    """W&B settings that keep the command line, environment and code out of the run.
+
+    W&B records ``sys.argv`` (and the program, git state and code) as run metadata, which a
+    ``wandb sync`` would upload; a key given on the command line would go with it. The run's
+    config (redacted) is the record of what was run.
+    """
+    import wandb
+
+    return wandb.Settings(x_disable_meta=True, disable_code=True, save_code=False, disable_git=True,
+                          x_save_requirements=False, disable_job_creation=True, program="midtrain")
+
+
 def wandb_init_kwargs(cfg: DictConfig, run_dir: str | os.PathLike, stage: str) -> dict[str, Any]:
     """Keyword arguments for ``wandb.init`` (and Lightning's ``WandbLogger``) for this run and stage.
 
@@ -106,6 +119,7 @@ def wandb_init_kwargs(cfg: DictConfig, run_dir: str | os.PathLike, stage: str) -
         "id": wandb_run_id(run_dir, stage),
         "resume": "allow",
         "dir": str(run_dir),
+        "settings": wandb_settings(),
     }
 
 

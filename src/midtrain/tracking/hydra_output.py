@@ -1,0 +1,99 @@
+"""A Hydra callback every app uses: checks before Hydra creates a directory, and Hydra's own
+output (`.hydra/`) written with secrets removed.
+
+Hydra's own copy of the run (`.hydra/config.yaml`, `hydra.yaml`, `overrides.yaml`) is the
+command line and the composed config verbatim, written before any user code runs; a key given
+as `+logger.api_key=...` would land there in the clear. So the apps set
+`hydra.output_subdir: null` (Hydra writes nothing) and this callback writes the same three
+files, redacted, atomically, when the job starts. The record of what was run stays; the
+secrets do not. `multirun.yaml` (which the sweeper writes before any callback could act) is
+rewritten redacted when the first job starts and when the sweep ends; for sweeps, give keys
+through environment variables, which are never written.
+
+The checks run before Hydra creates the job's directory, and stop the app with a one-line
+message instead of a traceback through Hydra's internals:
+
+- a required value (`???`) that Hydra's output directory depends on, e.g. `corpus=jsonl`
+  without `corpus.name`;
+- a path key that must already exist (`require_existing`), e.g. `midtrain-eval run_dir=...`.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+from hydra.experimental.callback import Callback
+from hydra.types import RunMode
+from omegaconf import DictConfig, OmegaConf
+from omegaconf.errors import MissingMandatoryValue
+
+from midtrain.tracking.rundir import atomic_write_text
+from midtrain.tracking.secrets import install_log_filter, redact_config
+
+
+def _missing_keys(config: DictConfig) -> list[str]:
+    return sorted(k for k in OmegaConf.missing_keys(config) if not k.startswith("hydra."))
+
+
+def _stop(message: str) -> None:
+    # Hydra turns exceptions raised in callbacks into warnings; SystemExit stops the app.
+    raise SystemExit(f"error: {message}")
+
+
+def _check_output_dir(config: DictConfig, key: str) -> None:
+    try:
+        OmegaConf.select(config, key, throw_on_missing=True)
+    except MissingMandatoryValue:
+        missing = _missing_keys(config)
+        shown = ", ".join(missing) or "a required value"
+        _stop(f"missing required value(s) {shown}: set them on the command line "
+              f"(e.g. {missing[0] if missing else 'key'}=...)")
+
+
+def _redacted_yaml(node: Any) -> str:
+    container = OmegaConf.to_container(node, resolve=False) if OmegaConf.is_config(node) else node
+    return OmegaConf.to_yaml(redact_config(container))
+
+
+def redact_file(path: Path) -> None:
+    """Rewrite a YAML file Hydra wrote with secrets removed (atomically); a missing file is skipped."""
+    if path.is_file():
+        text = path.read_text(encoding="utf-8")
+        clean = _redacted_yaml(OmegaConf.to_container(OmegaConf.create(text), resolve=False))
+        if clean != text:
+            atomic_write_text(path, clean)
+
+
+class RedactedOutput(Callback):
+    """Hydra job callback (see the module docstring)."""
+
+    def __init__(self, output_subdir: str = ".hydra", require_existing: list[str] | None = None) -> None:
+        self.output_subdir = output_subdir
+        self.require_existing = list(require_existing or [])
+
+    def on_run_start(self, config: DictConfig, **kwargs: Any) -> None:
+        _check_output_dir(config, "hydra.run.dir")
+        for key in self.require_existing:
+            value = OmegaConf.select(config, key, default=None)
+            if value in (None, "???"):
+                _stop(f"{key} is required: {key}=<path>")
+            if not Path(str(value)).expanduser().exists():
+                _stop(f"{key}={value} does not exist")
+
+    def on_multirun_start(self, config: DictConfig, **kwargs: Any) -> None:
+        _check_output_dir(config, "hydra.sweep.dir")
+
+    def on_job_start(self, config: DictConfig, **kwargs: Any) -> None:
+        install_log_filter()
+        hc = config.hydra
+        out = Path(str(hc.runtime.output_dir)) / self.output_subdir
+        task = {k: v for k, v in OmegaConf.to_container(config, resolve=False).items() if k != "hydra"}
+        atomic_write_text(out / "config.yaml", _redacted_yaml(task))
+        atomic_write_text(out / "hydra.yaml", _redacted_yaml({"hydra": OmegaConf.to_container(hc, resolve=False)}))
+        atomic_write_text(out / "overrides.yaml", _redacted_yaml(list(hc.overrides.task)))
+        if hc.mode == RunMode.MULTIRUN:
+            redact_file(Path(str(hc.sweep.dir)) / "multirun.yaml")
+
+    def on_multirun_end(self, config: DictConfig, **kwargs: Any) -> None:
+        redact_file(Path(str(config.hydra.sweep.dir)) / "multirun.yaml")

@@ -1,0 +1,114 @@
+"""Redaction by key name, by value and by token shape, in strings and lists; Hydra's output and
+W&B's settings. The end-to-end canary run of every app is in test_no_secrets.py (slow)."""
+
+from __future__ import annotations
+
+import logging
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from midtrain.tracking.secrets import (
+    PROVIDER_API_KEYS,
+    REDACTED,
+    SECRET_ENV_VARS,
+    SecretFilter,
+    redact_config,
+    scrub_secrets,
+)
+
+CANARY = "CANARYq7Zxsecret01"
+
+
+def test_the_generators_key_table_is_the_scrubbers_table():
+    from midtrain import generate
+
+    assert generate.PROVIDER_API_KEYS is PROVIDER_API_KEYS
+    for var in ("XAI_API_KEY", "DEEPSEEK_API_KEY", "FIREWORKS_API_KEY", "OPENROUTER_API_KEY", "PERPLEXITY_API_KEY"):
+        assert var in SECRET_ENV_VARS
+
+
+@pytest.mark.parametrize("var", sorted(PROVIDER_API_KEYS.values()) + ["HF_TOKEN", "WANDB_API_KEY"])
+def test_every_provider_key_value_is_scrubbed_inside_lists(monkeypatch, var):
+    monkeypatch.setenv(var, CANARY)
+    out = redact_config({"stages": {"evaluate": {"overrides": [f"model.model_args.x={CANARY}", "eval=probe"]}}})
+    assert CANARY not in str(out)
+    assert out["stages"]["evaluate"]["overrides"][1] == "eval=probe"
+
+
+def test_a_secret_named_assignment_inside_an_override_list_is_redacted():
+    cfg = {"overrides": [f"+model.model_args.api_key={CANARY}", f"grader_token: {CANARY}", "max_tokens=512"]}
+    out = redact_config(cfg)["overrides"]
+    assert out == [f"+model.model_args.api_key={REDACTED}", f"grader_token: {REDACTED}", "max_tokens=512"]
+
+
+@pytest.mark.parametrize("token", [
+    "sk-ant-api03-abcdefghijklmnopqrstuvwxyz012345",
+    "sk-proj-ABCDEFGHIJKLMNOPQRSTUV",
+    "hf_abcdefghijklmnopqrstuvwxyz1234",
+    "xai-abcdefghijklmnopqrstuvwxyz",
+    "gsk_abcdefghijklmnopqrstuvwxyz",
+    "0123456789abcdef0123456789abcdef01234567",  # a W&B key's shape
+])
+def test_token_shapes_are_redacted_under_harmless_names(token):
+    out = redact_config({"note": f"key {token} here", "tags": [token, "plain"], "args": {"headers": f"Bearer {token}"}})
+    assert token not in str(out)
+    assert out["tags"][1] == "plain"
+    assert out["note"] == f"key {REDACTED} here"
+
+
+def test_a_git_revision_is_not_taken_for_a_key():
+    sha = "0123456789abcdef0123456789abcdef01234567"
+    out = redact_config({"model": {"revision": sha}, "overrides": [f"model.revision={sha}"], "x": f"commit {sha}"})
+    assert out == {"model": {"revision": sha}, "overrides": [f"model.revision={sha}"], "x": f"commit {sha}"}
+
+
+def test_harmless_values_pass_unchanged():
+    cfg = {"tokenizer": "builtin:tiny", "max_tokens": 4096, "author": "A. Writer", "text": "the token economy: a study",
+           "lr": 1e-3, "universe_digest": "ab" * 32}
+    assert redact_config(cfg) == cfg
+
+
+def test_the_log_filter_scrubs_messages_and_tracebacks(monkeypatch):
+    monkeypatch.setenv("XAI_API_KEY", CANARY)
+    record = logging.LogRecord("x", logging.ERROR, __file__, 1, "calling with %s", (CANARY,), None)
+    try:
+        raise RuntimeError(f"bad key sk-abcdefghijklmnopqrstuvwx and {CANARY}")
+    except RuntimeError:
+        record.exc_info = sys.exc_info()
+    SecretFilter().filter(record)
+    assert CANARY not in record.getMessage()
+    assert CANARY not in record.exc_text and "sk-abcdefghijklmnopqrstuvwx" not in record.exc_text
+    assert scrub_secrets(f"x {CANARY}") == f"x {REDACTED}"
+
+
+def test_wandb_is_told_not_to_record_the_command_line():
+    from midtrain.tracking.wandb import wandb_settings
+
+    s = wandb_settings()
+    assert s.x_disable_meta and s.disable_code and s.disable_git and not s.save_code
+
+
+def test_hydra_output_is_written_redacted(tmp_path):
+    """midtrain-generate (template, offline) with a key on the command line: Hydra's .hydra/
+    files exist, hold the overrides, and hold no secret."""
+    out = tmp_path / "corpus"
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join(sys.path)}
+    args = ["generator=template", "num_docs=4", f"out_dir={out}", "progress=false",
+            f"+generator.model_args.api_key={CANARY}", "+generator.note=sk-abcdefghijklmnopqrstuvwx"]
+    proc = subprocess.run([sys.executable, "-c", "import sys; sys.argv[0] = 'midtrain-generate'; "
+                           "from midtrain.generate import main; main()", *args],
+                          env=env, capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    hydra_dir = out / ".hydra_logs" / ".hydra"
+    files = sorted(p.name for p in hydra_dir.iterdir())
+    assert files == ["config.yaml", "hydra.yaml", "overrides.yaml"]
+    overrides = (hydra_dir / "overrides.yaml").read_text()
+    assert "num_docs=4" in overrides and f"+generator.model_args.api_key={REDACTED}" in overrides
+    for path in out.rglob("*"):
+        if path.is_file():
+            data = path.read_bytes()
+            assert CANARY.encode() not in data and b"sk-abcdefghijklmnopqrstuvwx" not in data, path
