@@ -27,6 +27,7 @@ from midtrain.generation.filters import FilterConfig, apply_filters, count_reaso
 from midtrain.generation.match import load_match
 from midtrain.generation.universe import Universe, universe_from_mapping
 from midtrain.paths import CONF_DIR
+from midtrain.providers import check_client
 from midtrain.tracking import atomic_write_json, atomic_write_text, read_json, redact_config
 from midtrain.tracking.secrets import PROVIDER_API_KEYS  # provider -> key variable, shared with the scrubber
 
@@ -73,6 +74,7 @@ def build_model(gen: DictConfig) -> Any:
 
     model_args = _model_args(gen)
     check_model_access(gen.model, model_args)
+    check_client(gen.model, "generator.model")
     config = GenerateConfig(
         temperature=gen.temperature, max_tokens=gen.max_tokens, max_connections=gen.max_connections,
         max_retries=gen.max_retries, timeout=gen.timeout,
@@ -88,8 +90,40 @@ def _identity(cfg: DictConfig, universe: Universe) -> dict:
             "generator": str(cfg.generator.name), "model": cfg.generator.get("model")}
 
 
+# What generation writes into out_dir (and Hydra's log folders, which exist before it runs).
+OWNED = {IDENTITY_FILE, "config.yaml", "manifest.json", "stages", ".hydra_logs", ".multirun", *OUTPUT_FILES.values()}
+
+
+HYDRA_DIRS = {".hydra_logs", ".multirun"}
+
+
+def foreign_files(out_dir: Path) -> list[str]:
+    """Entries of out_dir that generation did not write (its own temp files count as its own).
+
+    Without `generation.json` (the first file generation writes) nothing but Hydra's log
+    folders is generation's, whatever its name: a hand-made `documents.jsonl` is the user's.
+    """
+    if not out_dir.is_dir():
+        return []
+    ours = OWNED if (out_dir / IDENTITY_FILE).is_file() else HYDRA_DIRS
+
+    def owned(name: str) -> bool:
+        return name in ours or (name.startswith(".") and name.endswith(".tmp")
+                                and name[1:].split(".tmp")[0].rsplit(".", 1)[0] in ours)
+
+    return sorted(p.name for p in out_dir.iterdir() if not owned(p.name))
+
+
 def check_out_dir(out_dir: Path, identity: dict) -> None:
-    """Refuse an out_dir that holds a corpus with a different identity (universe, seed, mode, model)."""
+    """Refuse an out_dir holding files generation did not write, or a corpus with a different
+    identity (universe, seed, mode, model)."""
+    if out_dir.exists() and not out_dir.is_dir():
+        raise ValueError(f"out_dir {out_dir} is a file, not a folder")
+    foreign = foreign_files(out_dir)
+    if foreign:
+        shown = ", ".join(foreign[:10]) + (f" and {len(foreign) - 10} more" if len(foreign) > 10 else "")
+        raise ValueError(f"out_dir {out_dir} holds files midtrain-generate did not write ({shown}); "
+                         "choose an empty or new out_dir, or move them away")
     path = out_dir / IDENTITY_FILE
     if not path.exists():
         return
@@ -120,6 +154,9 @@ def validate(cfg: DictConfig) -> tuple[Universe, FilterConfig, Path]:
         raise ValueError("generator.model is required for LLM generation, e.g. generator.model=anthropic/claude-sonnet-4-5")
     else:
         check_model_access(cfg.generator.model, _model_args(cfg.generator))
+    share = cfg.get("max_shortfall_share")
+    if share is not None and not (isinstance(share, (int, float)) and 0 <= share <= 1):
+        raise ValueError(f"max_shortfall_share must be null or a number in [0, 1], got {share!r}")
     out_dir = Path(str(cfg.out_dir)).expanduser()
     return universe, filters, out_dir
 
@@ -237,11 +274,27 @@ def generate(cfg: DictConfig, model: Any = None) -> dict:
     manifest = _manifest(cfg, universe, records, parts, match, out_file)
     atomic_write_json(out_dir / "manifest.json", manifest)
     if manifest["shortfall"]:
-        log.warning("%s: wrote %d of %d requested (%s); re-run to retry failed requests or raise "
-                    "generator.oversample", out_file, len(records), cfg.num_docs, parts.get("not_ready") or parts["rejected"])
+        reasons = _shortfall_reasons(parts)
+        msg = (f"{out_file}: wrote {len(records)} of {cfg.num_docs} requested ({reasons}); re-run to retry "
+               "failed requests or raise generator.oversample")
+        share = cfg.get("max_shortfall_share")
+        if (not records) or (share is not None and manifest["shortfall"] / int(cfg.num_docs) > float(share)):
+            limit = "nothing written" if share is None else f"more than max_shortfall_share={share} missing"
+            raise GenerationShortfall(f"{msg} [{limit}]")
+        log.warning(msg)
     else:
         log.info("%s: wrote %d %s", out_file, len(records), cfg.mode)
     return manifest
+
+
+class GenerationShortfall(RuntimeError):
+    """Fewer records than allowed were written (after writing what there is and the manifest)."""
+
+
+def _shortfall_reasons(parts: dict) -> str:
+    """Per-reason counts of what did not become a record: failed or missing requests, then filter rejections."""
+    counts = {**(parts.get("not_ready") or {}), **{f"rejected:{k}": v for k, v in (parts.get("rejected") or {}).items()}}
+    return ", ".join(f"{k}={v}" for k, v in counts.items() if v) or "no candidates"
 
 
 def _texts(records: list[dict], mode: str) -> list[str]:
@@ -289,7 +342,10 @@ def _manifest(cfg: DictConfig, universe: Universe, records: list[dict], parts: d
 @hydra.main(version_base="1.3", config_path=str(CONF_DIR), config_name="generate")
 def main(cfg: DictConfig) -> None:
     """Console entry point `midtrain-generate`."""
-    manifest = generate(cfg)
+    try:
+        manifest = generate(cfg)
+    except GenerationShortfall as e:
+        raise SystemExit(f"error: {e}") from e
     print(json.dumps({k: manifest[k] for k in ("file", "num_written", "num_requested", "rejected")}))
 
 
