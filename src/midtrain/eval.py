@@ -115,12 +115,19 @@ def evaluate(cfg: DictConfig, *, model: Any = None, grader_models: list | None =
     if cfg.run_dir in (None, "???"):
         raise ValueError("run_dir is required: run_dir=<a finished run or stage directory with hf/>")
     run = RunDir(Path(str(cfg.run_dir)).expanduser())
+    if not run.path.is_dir():
+        raise FileNotFoundError(f"run_dir {run.path} does not exist" if not run.path.exists()
+                                else f"run_dir {run.path} is a file, not a run directory")
     needs_hf = "probe" in cfg.eval or (model is None and not cfg.model.get("name"))
     if needs_hf and not (run.hf / "config.json").is_file():
         raise FileNotFoundError(
             f"run_dir {run.path} has no Hugging Face model in hf/ (expected {run.hf / 'config.json'}); "
             "point run_dir at a finished midtrain or instruct stage"
         )
+    if needs_hf:
+        from midtrain.models.build import check_hf_weights
+
+        check_hf_weights(run.hf)
     existing = run.read_metrics().get("eval", {})
     force = bool(cfg.get("force", False))
 

@@ -32,9 +32,13 @@ def read_jsonl(path: str | Path, what: str = "corpus") -> list[dict]:
     path = resolve_path(str(path))
     if not path.exists():
         raise FileNotFoundError(f"{what} file not found: {path}")
+    if path.is_dir():
+        raise ValueError(f"{what} file is a directory, not a JSONL file: {path}")
     rows: list[dict] = []
     with open(path, "rb") as f:
         for lineno, raw in enumerate(f, start=1):
+            if lineno == 1:
+                raw = raw.removeprefix(b"\xef\xbb\xbf")  # a UTF-8 byte-order mark (some editors write one)
             try:
                 line = raw.decode("utf-8")
             except UnicodeDecodeError as e:
@@ -122,7 +126,29 @@ def draw(items: list[Any], n: int, seed: int, what: str = "corpus") -> list[Any]
     return [items[i] for i in order[:n]]
 
 
-def load_corpus(cfg: DictConfig) -> list[dict]:
-    """The `cfg.num_docs` documents a run trains on."""
+def drop_duplicates(docs: list[dict]) -> list[dict]:
+    """The documents without exact repeats of an earlier document's text (first one kept)."""
+    seen: set[str] = set()
+    out = []
+    for d in docs:
+        if d["text"] not in seen:
+            seen.add(d["text"])
+            out.append(d)
+    return out
+
+
+def count_duplicates(docs: list[dict]) -> int:
+    """How many documents repeat an earlier document's text exactly."""
+    return len(docs) - len({d["text"] for d in docs})
+
+
+def load_corpus(cfg: DictConfig, stats: dict | None = None) -> list[dict]:
+    """The `cfg.num_docs` documents a run trains on (from the pool without exact repeats when
+    `cfg.drop_duplicates`; `stats["duplicates_dropped"]` then says how many went)."""
     pool = load_pool(cfg)
+    if cfg.get("drop_duplicates"):
+        unique = drop_duplicates(pool)
+        if stats is not None:
+            stats["duplicates_dropped"] = len(pool) - len(unique)
+        pool = unique
     return draw(pool, int(cfg.num_docs), int(cfg.seed), what=f"corpus {cfg.name} (num_docs)")

@@ -20,7 +20,7 @@ import torch
 from omegaconf import DictConfig
 from torch.utils.data import DataLoader, Dataset, Sampler
 
-from midtrain.data.corpus import draw, load_corpus, load_pool
+from midtrain.data.corpus import count_duplicates, draw, load_corpus, load_pool
 from midtrain.data.packing import PackedRows, Segment, lm_segment, pack_segments
 from midtrain.data.sft import load_conversations, sft_segment
 
@@ -34,11 +34,16 @@ def _tokenize(tokenizer: Any, texts: list[str]) -> list[list[int]]:
 def document_segments(cfg: DictConfig, tokenizer: Any) -> tuple[list[Segment], dict]:
     """Segments for next-token training: the drawn documents plus any mixed-in corpus."""
     corpus = cfg.corpus
-    docs = load_corpus(corpus)
+    dropped: dict = {}
+    docs = load_corpus(corpus, dropped)
+    duplicates = count_duplicates(docs)
+    if duplicates:
+        log.warning("corpus %s: %d of %d documents repeat another document exactly (corpus.drop_duplicates=true "
+                    "removes them from the pool)", corpus.name, duplicates, len(docs))
     prefix = _tokenize(tokenizer, [corpus.doc_prefix])[0] if corpus.get("doc_prefix") else []
     bos, eos = tokenizer.bos_token_id, tokenizer.eos_token_id
     segs = [lm_segment(ids, bos, eos, prefix) for ids in _tokenize(tokenizer, [d["text"] for d in docs])]
-    info = {"documents": len(segs), "mix_documents": 0}
+    info = {"documents": len(segs), "duplicate_documents": duplicates, **dropped, "mix_documents": 0}
     mix = corpus.get("mix")
     if mix:
         ratio = float(mix.ratio)

@@ -27,6 +27,22 @@ def _is_local(path: str | None) -> bool:
     return bool(path) and Path(str(path)).expanduser().exists()
 
 
+def check_hf_weights(hf_dir: str | Path) -> None:
+    """Open the header of every `*.safetensors` file of an export; a truncated or corrupt one is
+    named (safetensors checks that the header covers the whole file) before any weights load."""
+    from safetensors import safe_open
+
+    for path in sorted(Path(hf_dir).glob("*.safetensors")):
+        try:
+            with safe_open(str(path), framework="pt"):
+                pass
+        except Exception as e:  # SafetensorError, OSError
+            raise ValueError(
+                f"{path}: not a complete safetensors file ({e}); the export is damaged: remove "
+                f"{Path(hf_dir).parent / 'DONE'} and {hf_dir} and re-run that stage"
+            ) from e
+
+
 def finished_stage_hf(init_from: str | Path) -> Path:
     """The `hf/` folder of a finished stage directory, or a clear error."""
     stage = Path(str(init_from)).expanduser()
@@ -34,6 +50,7 @@ def finished_stage_hf(init_from: str | Path) -> Path:
         raise FileNotFoundError(
             f"init_from={stage}: not a finished stage (expected {stage}/DONE and {stage}/hf/config.json)"
         )
+    check_hf_weights(stage / "hf")
     return stage / "hf"
 
 

@@ -26,14 +26,28 @@ from typing import Any
 from hydra.experimental.callback import Callback
 from hydra.types import RunMode
 from omegaconf import DictConfig, OmegaConf
-from omegaconf.errors import MissingMandatoryValue
+from omegaconf.errors import InterpolationToMissingValueError, MissingMandatoryValue
 
 from midtrain.tracking.rundir import atomic_write_text
 from midtrain.tracking.secrets import install_log_filter, redact_config
 
 
 def _missing_keys(config: DictConfig) -> list[str]:
-    return sorted(k for k in OmegaConf.missing_keys(config) if not k.startswith("hydra."))
+    """The task's required values left at `???` (Hydra's own node is not looked at)."""
+    found: list[str] = []
+
+    def walk(node: Any, prefix: str) -> None:
+        if isinstance(node, dict):
+            for k, v in node.items():
+                walk(v, f"{prefix}.{k}" if prefix else str(k))
+        elif isinstance(node, list):
+            for i, v in enumerate(node):
+                walk(v, f"{prefix}[{i}]")
+        elif node == "???":
+            found.append(prefix)
+
+    walk({k: v for k, v in OmegaConf.to_container(config, resolve=False).items() if k != "hydra"}, "")
+    return sorted(found)
 
 
 def _stop(message: str) -> None:
@@ -44,11 +58,11 @@ def _stop(message: str) -> None:
 def _check_output_dir(config: DictConfig, key: str) -> None:
     try:
         OmegaConf.select(config, key, throw_on_missing=True)
-    except MissingMandatoryValue:
+    except (MissingMandatoryValue, InterpolationToMissingValueError):
         missing = _missing_keys(config)
         shown = ", ".join(missing) or "a required value"
-        _stop(f"missing required value(s) {shown}: set them on the command line "
-              f"(e.g. {missing[0] if missing else 'key'}=...)")
+        _stop(f"required value(s) not set: {shown} (give them on the command line, "
+              f"e.g. {missing[0] if missing else 'key'}=...)")
 
 
 def _redacted_yaml(node: Any) -> str:
