@@ -185,7 +185,7 @@ def test_api_key_never_reaches_disk_or_logs(tmp_path, monkeypatch, caplog):
     model = inspect_model.get_model("mockllm/model", custom_outputs=answer, memoize=False)
     cfg = _cfg("generator=claude", f"+generator.model_args.api_key={secret}", "num_docs=2",
                "generator.num_doc_types=1", "generator.num_ideas=1", "generator.cache=false",
-               "generator.revise=false", f"out_dir={tmp_path}")
+               "generator.revise=false", f"out_dir={tmp_path}", "max_shortfall_share=1.0")
     manifest = generate(cfg, model=model)
     assert manifest["generator"]["model_args"]["api_key"] == "<redacted>"
     files = [p for p in tmp_path.rglob("*") if p.is_file()]

@@ -278,7 +278,7 @@ def generate(cfg: DictConfig, model: Any = None) -> dict:
         msg = (f"{out_file}: wrote {len(records)} of {cfg.num_docs} requested ({reasons}); re-run to retry "
                "failed requests or raise generator.oversample")
         share = cfg.get("max_shortfall_share")
-        if (not records) or (share is not None and manifest["shortfall"] / int(cfg.num_docs) > float(share)):
+        if (not records) if share is None else manifest["shortfall"] / int(cfg.num_docs) > float(share):
             limit = "nothing written" if share is None else f"more than max_shortfall_share={share} missing"
             raise GenerationShortfall(f"{msg} [{limit}]")
         log.warning(msg)

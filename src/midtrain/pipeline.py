@@ -58,12 +58,13 @@ def _check(cfg: DictConfig) -> None:
 
 def export_base(cfg: DictConfig, run: RunDir) -> RunDir:
     """`<run_dir>/base/hf`: the model before any training (what `final` is when nothing trains)."""
-    from midtrain.models.build import build_model, build_tokenizer, check_model_cfg, export_hf
+    from midtrain.models.build import build_model, build_tokenizer, check_model_cfg, export_hf, remove_export_orphans
     from midtrain.train import identity
 
     base = RunDir(run.path / "base")
     if base.is_done():
         return base
+    remove_export_orphans(base.path)
     import pytorch_lightning as pl
 
     check_model_cfg(cfg.model)

@@ -114,14 +114,22 @@ def _rank() -> int:
 
 
 def resume_path(cfg: DictConfig, run: RunDir) -> Path | None:
+    """The checkpoint to resume from: with resume=auto the newest one in the run's
+    checkpoints/ that loads (unreadable ones are moved aside with a warning), None to start."""
+    from midtrain.lightning.checkpoint_io import check_checkpoint, newest_loadable_checkpoint
+
     mode = str(cfg.resume)
     if mode == "never":
         return None
     if mode == "auto":
-        return run.latest_checkpoint()
+        return newest_loadable_checkpoint(run.checkpoints)
     path = Path(mode).expanduser()
     if not path.exists():
         raise FileNotFoundError(f"resume={mode}: no such checkpoint")
+    try:
+        check_checkpoint(path)
+    except Exception as e:
+        raise ValueError(f"resume={mode}: {path} cannot be read as a checkpoint ({type(e).__name__}: {e})") from e
     return path
 
 
@@ -185,12 +193,15 @@ def _strategy(cfg: DictConfig, model: "torch.nn.Module"):
 
 
 def _plugins() -> list:
+    from midtrain.lightning.checkpoint_io import AtomicCheckpointIO
+
+    plugins: list = [AtomicCheckpointIO()]  # temp name beside the target, fsync, rename
     if "SLURM_JOB_ID" in os.environ:
         from lightning_fabric.plugins.environments import SLURMEnvironment
 
         # submitit owns requeueing; Lightning's own SLURM auto-requeue stays off.
-        return [SLURMEnvironment(auto_requeue=False)]
-    return []
+        plugins.append(SLURMEnvironment(auto_requeue=False))
+    return plugins
 
 
 def _callbacks(cfg: DictConfig, run: RunDir, model: "torch.nn.Module", dm: "PackedDataModule", tokenizer: Any) -> list:
@@ -271,7 +282,7 @@ def train(cfg: DictConfig, callbacks: list | None = None) -> dict:
     from midtrain.data.datamodule import PackedDataModule
     from midtrain.lightning.callbacks import ThroughputMonitor
     from midtrain.lightning.module import CausalLMModule
-    from midtrain.models.build import build_tokenizer, check_model_cfg, count_parameters, export_hf
+    from midtrain.models.build import build_tokenizer, check_model_cfg, count_parameters, export_hf, remove_export_orphans
 
     # Everything that can be wrong with the input fails here, before weights or files.
     check_model_cfg(cfg.model)
@@ -282,6 +293,7 @@ def train(cfg: DictConfig, callbacks: list | None = None) -> dict:
     dev = device_type(cfg)
     tokenizer = build_tokenizer(cfg.model, cfg.get("init_from"))
     dm = PackedDataModule(cfg, tokenizer, world_size=_world_size(cfg, dev)).prepare()
+    remove_export_orphans(run.path)  # temp folders of an export a kill interrupted
     ckpt = resume_path(cfg, run)
     if ckpt is not None:
         _check_resume_config(cfg, run)

@@ -200,6 +200,23 @@ def _unwrap(model: torch.nn.Module) -> torch.nn.Module:
     return model.get_base_model() if hasattr(model, "get_base_model") else model
 
 
+EXPORT_TMP_PREFIX = ".hf-"
+
+
+def remove_export_orphans(stage_dir: str | Path) -> list[Path]:
+    """Delete the temporary export folders (`.hf-*`) an interrupted `export_hf` left in a stage
+    directory; the next export writes a fresh one. Returns what was removed."""
+    import shutil
+
+    removed = []
+    for p in sorted(Path(stage_dir).glob(f"{EXPORT_TMP_PREFIX}*")):
+        if p.is_dir():
+            shutil.rmtree(p, ignore_errors=True)
+            removed.append(p)
+            log.warning("removed %s, left by an interrupted export", p)
+    return removed
+
+
 def export_hf(model: torch.nn.Module, tokenizer: Any, out_dir: Path, state_dict: dict | None = None) -> None:
     """Save model and tokenizer in Hugging Face format (LoRA merged), via a temp dir and a rename."""
     import shutil
@@ -208,7 +225,7 @@ def export_hf(model: torch.nn.Module, tokenizer: Any, out_dir: Path, state_dict:
     out_dir = Path(out_dir)
     if hasattr(model, "merge_and_unload"):
         model = model.merge_and_unload()
-    tmp = Path(tempfile.mkdtemp(prefix=".hf-", dir=out_dir.parent))
+    tmp = Path(tempfile.mkdtemp(prefix=EXPORT_TMP_PREFIX, dir=out_dir.parent))
     try:
         model.config.use_cache = True  # inference default for whoever loads the export
         model.save_pretrained(str(tmp), state_dict=state_dict, safe_serialization=True)
