@@ -112,3 +112,18 @@ def test_hydra_output_is_written_redacted(tmp_path):
         if path.is_file():
             data = path.read_bytes()
             assert CANARY.encode() not in data and b"sk-abcdefghijklmnopqrstuvwx" not in data, path
+
+
+def test_a_failing_job_logs_its_overrides_without_the_secret(tmp_path):
+    """Hydra logs 'Error executing job with overrides: [...]' (to the console and its log file)
+    when the task raises; the secret in those overrides is scrubbed on the way."""
+    out = tmp_path / "corpus"
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join(sys.path)}
+    args = ["generator=template", "num_docs=-1", f"out_dir={out}", f"+generator.model_args.api_key={CANARY}"]
+    proc = subprocess.run([sys.executable, "-c", "import sys; sys.argv[0] = 'midtrain-generate'; "
+                           "from midtrain.generate import main; main()", *args],
+                          env=env, capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 1 and "num_docs must be a positive integer" in proc.stderr
+    assert "Error executing job with overrides" in proc.stderr and CANARY not in proc.stderr + proc.stdout
+    logs = list(out.rglob("*.log"))
+    assert logs and all(CANARY.encode() not in p.read_bytes() for p in out.rglob("*") if p.is_file())

@@ -29,7 +29,7 @@ from omegaconf import DictConfig, OmegaConf
 from omegaconf.errors import InterpolationToMissingValueError, MissingMandatoryValue
 
 from midtrain.tracking.rundir import atomic_write_text
-from midtrain.tracking.secrets import install_log_filter, redact_config
+from midtrain.tracking.secrets import install_log_filter, redact_config, scrub_secrets
 
 
 def _missing_keys(config: DictConfig) -> list[str]:
@@ -87,6 +87,7 @@ class RedactedOutput(Callback):
         self.require_existing = list(require_existing or [])
 
     def on_run_start(self, config: DictConfig, **kwargs: Any) -> None:
+        install_log_filter()
         _check_output_dir(config, "hydra.run.dir")
         for key in self.require_existing:
             value = OmegaConf.select(config, key, default=None)
@@ -96,6 +97,7 @@ class RedactedOutput(Callback):
                 _stop(f"{key}={value} does not exist")
 
     def on_multirun_start(self, config: DictConfig, **kwargs: Any) -> None:
+        install_log_filter()  # the launcher logs each job's overrides
         _check_output_dir(config, "hydra.sweep.dir")
 
     def on_job_start(self, config: DictConfig, **kwargs: Any) -> None:
@@ -108,6 +110,15 @@ class RedactedOutput(Callback):
         atomic_write_text(out / "overrides.yaml", _redacted_yaml(list(hc.overrides.task)))
         if hc.mode == RunMode.MULTIRUN:
             redact_file(Path(str(hc.sweep.dir)) / "multirun.yaml")
+
+    def on_job_end(self, config: DictConfig, job_return: Any = None, **kwargs: Any) -> None:
+        """Hydra prints a failed job's overrides and exception to stderr (a log file under SLURM)."""
+        if job_return is None:
+            return
+        job_return.overrides = redact_config(list(job_return.overrides or []))
+        error = getattr(job_return, "_return_value", None)
+        if isinstance(error, BaseException):
+            error.args = tuple(scrub_secrets(a) if isinstance(a, str) else a for a in error.args)
 
     def on_multirun_end(self, config: DictConfig, **kwargs: Any) -> None:
         redact_file(Path(str(config.hydra.sweep.dir)) / "multirun.yaml")
