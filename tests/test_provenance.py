@@ -30,10 +30,11 @@ def _git(repo: Path, *args: str) -> str:
 
 def test_code_state_names_the_commit_and_hashes_the_diff(tmp_path):
     repo = tmp_path / "repo"
-    repo.mkdir()
+    (repo / "src").mkdir(parents=True)
     _git(repo, "init", "-q")
-    (repo / "a.py").write_text("x = 1\n")
-    _git(repo, "add", "a.py")
+    (repo / "src" / "a.py").write_text("x = 1\n")
+    (repo / "README.md").write_text("docs\n")
+    _git(repo, "add", "src/a.py", "README.md")
     _git(repo, "commit", "-q", "-m", "one")
 
     def state() -> dict:
@@ -43,13 +44,17 @@ def test_code_state_names_the_commit_and_hashes_the_diff(tmp_path):
     clean = state()
     assert clean["commit"] == _git(repo, "rev-parse", "HEAD") and clean["dirty"] is False
     assert clean["diff_sha256"] is None
-    (repo / "a.py").write_text("x = 2\n")
+    (repo / "README.md").write_text("more docs\n")  # docs and data are not the program
+    (repo / "corpora").mkdir()
+    (repo / "corpora" / "documents.jsonl").write_text('{"text": "a"}\n')
+    assert state()["dirty"] is False
+    (repo / "src" / "a.py").write_text("x = 2\n")
     edited = state()
     assert edited["commit"] == clean["commit"] and edited["dirty"] is True and len(edited["diff_sha256"]) == 64
-    (repo / "a.py").write_text("x = 3\n")
+    (repo / "src" / "a.py").write_text("x = 3\n")
     assert state()["diff_sha256"] != edited["diff_sha256"]  # another edit, another hash
-    (repo / "a.py").write_text("x = 1\n")
-    (repo / "new.py").write_text("y = 1\n")  # an untracked file is part of the code that ran
+    (repo / "src" / "a.py").write_text("x = 1\n")
+    (repo / "src" / "new.py").write_text("y = 1\n")  # an untracked source file is part of the code that ran
     untracked = state()
     assert untracked["dirty"] is True and untracked["diff_sha256"] not in (None, edited["diff_sha256"])
     prov.code_state.cache_clear()

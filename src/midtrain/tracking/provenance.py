@@ -63,6 +63,9 @@ SLURM_VARS: tuple[tuple[str, str], ...] = (
     ("procid", "SLURM_PROCID"),
 )
 _UNTRACKED_LIMIT = 2000  # untracked files hashed into the diff hash at most
+# What the program is: code, configs, sweep presets, job environment, dependencies. Docs, tests
+# and data written inside the checkout (corpora/, reports/) do not make a tree dirty.
+CODE_PATHS: tuple[str, ...] = ("src", "conf", "sweeps", "slurm", "pyproject.toml", "requirements")
 
 
 # Code ---------------------------------------------------------------------------------------
@@ -83,10 +86,11 @@ def _project_version() -> str | None:
 
 @functools.lru_cache(maxsize=8)
 def code_state(repo: str | None = None) -> dict[str, Any]:
-    """The project's git commit, whether the working tree differs from it, and a hash of the difference.
+    """The project's git commit, whether the program's files differ from it, and a hash of the difference.
 
-    ``diff_sha256`` hashes ``git diff HEAD`` (binary) and the paths and contents of untracked,
-    not ignored files, so two dirty trees with the same hash ran the same code. Outside a git
+    Only `CODE_PATHS` count. ``diff_sha256`` hashes ``git diff HEAD`` of them (binary) and the
+    paths and contents of their untracked, not ignored files, so two dirty trees with the same
+    hash ran the same code. Outside a git
     checkout (an sdist or wheel install) commit and dirty are None and only the package
     version is known. Cached per process: a pipeline's stages share one record.
     """
@@ -100,8 +104,9 @@ def code_state(repo: str | None = None) -> dict[str, Any]:
     if head is None:
         return out
     out["commit"] = head.decode().strip()
-    diff = _git(root, "diff", "HEAD", "--binary", "--no-ext-diff", "--no-color") or b""
-    untracked = (_git(root, "ls-files", "--others", "--exclude-standard", "-z") or b"").split(b"\0")
+    diff = _git(root, "diff", "HEAD", "--binary", "--no-ext-diff", "--no-color", "--", *CODE_PATHS) or b""
+    untracked = (_git(root, "ls-files", "--others", "--exclude-standard", "-z", "--", *CODE_PATHS)
+                 or b"").split(b"\0")
     untracked = sorted(p for p in untracked if p)[:_UNTRACKED_LIMIT]
     out["dirty"] = bool(diff) or bool(untracked)
     if out["dirty"]:
