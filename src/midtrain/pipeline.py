@@ -29,9 +29,12 @@ EVAL_TARGETS = ("base", "midtrain", "instruct", "final")
 
 def stage_config(cfg: DictConfig, stage: str, objective: str, init_from: Path | None) -> DictConfig:
     """The `midtrain-train` config of one stage: the pipeline config plus the stage's deltas."""
+    from midtrain.preserve import NONE
+
     c = cfg.copy()
     deltas = cfg.stages[stage]
     with open_dict(c):
+        c.run_id = str(cfg.run_id)  # every stage carries the pipeline's run id
         c.stage = stage
         c.objective = objective
         c.run_dir = str(RunDir.from_cfg(cfg).path / stage)
@@ -40,6 +43,9 @@ def stage_config(cfg: DictConfig, stage: str, objective: str, init_from: Path | 
             c.instruct = cfg.qa  # the value Q&A pairs are this stage's SFT data
         c.optim = OmegaConf.merge(cfg.optim, deltas.get("optim") or {})
         c.data = OmegaConf.merge(cfg.data, deltas.get("data") or {})
+        c.trainer = OmegaConf.merge(cfg.trainer, deltas.get("trainer") or {})
+        if stage != "instruct":  # the preservation strategy belongs to the instruction stage
+            c.preserve = OmegaConf.create(NONE)
         for key in ("stages", "hydra"):
             c.pop(key, None)
     return c
@@ -54,6 +60,12 @@ def _check(cfg: DictConfig) -> None:
         raise ValueError(f"stages.evaluate.after: unknown {bad}; expected any of {list(EVAL_TARGETS)}")
     if int(cfg.instruct.samples) < 0 or int(cfg.corpus.num_docs) < 0:
         raise ValueError("corpus.num_docs and instruct.samples must be >= 0")
+    if int(cfg.instruct.samples) > 0:  # the instruction stage's strategy fails here, not after midtraining
+        from midtrain.preserve import build_strategy
+
+        midtrains = st.midtrain.enabled and int(cfg.corpus.num_docs) > 0
+        icfg = stage_config(cfg, "instruct", "sft", RunDir.from_cfg(cfg).path / "midtrain" if midtrains else None)
+        build_strategy(icfg.get("preserve")).check(icfg)
 
 
 def export_base(cfg: DictConfig, run: RunDir) -> RunDir:
@@ -135,6 +147,7 @@ def pipeline(cfg: DictConfig) -> dict:
         "num_docs": int(cfg.corpus.num_docs) if st.midtrain.enabled else 0,
         "instruct_samples": int(cfg.instruct.samples),
         "seed": int(cfg.seed),
+        "preserve": str(cfg.preserve.name) if cfg.get("preserve") else "none",
         "train": {},
     }
     stages: dict[str, RunDir] = {}

@@ -27,6 +27,7 @@ if TYPE_CHECKING:
     import torch
 
     from midtrain.data.datamodule import PackedDataModule
+    from midtrain.preserve import Strategy
 
 # torch, Lightning and transformers are imported inside the functions that need them, so
 # that re-running a finished run (DONE) returns in about a second.
@@ -45,6 +46,7 @@ def identity(cfg: DictConfig) -> dict:
         "condition": cfg.get("condition"),
         "model": cfg.model.name,
         "seed": int(cfg.seed),
+        "preserve": str((cfg.get("preserve") or {}).get("name", "none")),
     }
     if cfg.objective == "lm":
         out.update(corpus=cfg.corpus.name, num_docs=int(cfg.corpus.num_docs))
@@ -244,13 +246,14 @@ def _callbacks(cfg: DictConfig, run: RunDir, model: "torch.nn.Module", dm: "Pack
     return callbacks
 
 
-def _prepare_model(cfg: DictConfig, tokenizer: Any, dev: str) -> "torch.nn.Module":
+def _prepare_model(cfg: DictConfig, tokenizer: Any, dev: str, preserve: "Strategy") -> "torch.nn.Module":
     import pytorch_lightning as pl
 
     from midtrain.models.build import apply_liger_kernels, build_model, decoder_layers
 
     pl.seed_everything(int(cfg.seed), workers=True, verbose=False)
     model = build_model(cfg.model, tokenizer, cfg.get("init_from"), dev, compile=bool(cfg.trainer.compile))
+    model = preserve.prepare_model(model, cfg)  # e.g. LoRA adapters, a frozen reference copy
     if cfg.trainer.get("liger_kernels"):
         apply_liger_kernels(model)
     if cfg.trainer.activation_checkpointing and str(cfg.trainer.strategy) != "fsdp":
@@ -282,17 +285,21 @@ def train(cfg: DictConfig, callbacks: list | None = None) -> dict:
     from midtrain.data.datamodule import PackedDataModule
     from midtrain.lightning.callbacks import ThroughputMonitor
     from midtrain.lightning.module import CausalLMModule
+    from midtrain.lightning.probe_callback import ProbeCallback
     from midtrain.models.build import build_tokenizer, check_model_cfg, count_parameters, export_hf, remove_export_orphans
+    from midtrain.preserve import build_strategy
 
     # Everything that can be wrong with the input fails here, before weights or files.
     check_model_cfg(cfg.model)
+    preserve = build_strategy(cfg.get("preserve"))
+    preserve.check(cfg)
     if cfg.objective == "sft" and int(cfg.instruct.samples) <= 0:
         raise ValueError("objective=sft needs instruct.samples > 0")
     if cfg.objective == "lm" and int(cfg.corpus.num_docs) <= 0:
         raise ValueError("objective=lm needs corpus.num_docs > 0 (0 documents means: skip midtraining)")
     dev = device_type(cfg)
     tokenizer = build_tokenizer(cfg.model, cfg.get("init_from"))
-    dm = PackedDataModule(cfg, tokenizer, world_size=_world_size(cfg, dev)).prepare()
+    dm = PackedDataModule(cfg, tokenizer, world_size=_world_size(cfg, dev), preserve=preserve).prepare()
     remove_export_orphans(run.path)  # temp folders of an export a kill interrupted
     ckpt = resume_path(cfg, run)
     if ckpt is not None:
@@ -300,8 +307,8 @@ def train(cfg: DictConfig, callbacks: list | None = None) -> dict:
         log.info("resuming from %s", ckpt)
     log.info("data: %s", dm.info)
 
-    model = _prepare_model(cfg, tokenizer, dev)
-    module = CausalLMModule(model, cfg.optim, total_steps=dm.schedule.steps)
+    model = _prepare_model(cfg, tokenizer, dev, preserve)
+    module = CausalLMModule(model, cfg.optim, total_steps=dm.schedule.steps, preserve=preserve)
     run.path.mkdir(parents=True, exist_ok=True)
     saved_cfg = portable_config(cfg, run.path)  # paths inside the runs root relative to the run
     run.save_config(saved_cfg)
@@ -336,6 +343,7 @@ def train(cfg: DictConfig, callbacks: list | None = None) -> dict:
 
     state_dict = _full_state_dict(trainer, module.model)
     throughput = next((c.result for c in cbs if isinstance(c, ThroughputMonitor)), {})
+    probe = next((c for c in cbs if isinstance(c, ProbeCallback)), None)
     metrics = {
         **identity(cfg),
         "train": {
@@ -344,9 +352,17 @@ def train(cfg: DictConfig, callbacks: list | None = None) -> dict:
             "global_steps": int(trainer.global_step),
             "parameters": count_parameters(model),
             "init_from": saved_cfg.get("init_from"),
+            "trainable_parameters": count_parameters(model, trainable_only=True),
             **dm.info,
+            "preserve": preserve.record(),
         },
     }
+    if probe is not None and probe.history:
+        # The probe during this stage (this attempt's steps): the value curve inside one run.
+        metrics["train"]["probe_curve"] = [
+            {"step": int(h["step"]), "margin": round(float(h["margin"]), 6), "accuracy": round(float(h["accuracy"]), 4)}
+            for h in probe.history
+        ]
     if throughput:
         metrics["throughput"] = throughput
     metrics["provenance"] = stage_provenance(run.path, cfg)

@@ -4,7 +4,9 @@ All token work happens in `prepare()`, before the model is built, so bad input f
 The order of rows is a seeded permutation per epoch; all epochs form one sequence of
 micro-batches (one Lightning epoch), and the loader is stateful: a checkpoint records how many
 micro-batches were consumed, and a resumed run continues with the next one, so it sees
-exactly the data an uninterrupted run would have seen.
+exactly the data an uninterrupted run would have seen. A preservation strategy may add
+segments (e.g. replayed documents) beside the stage's own, packed with them or in rows of
+their own placed by the strategy.
 """
 
 from __future__ import annotations
@@ -21,8 +23,9 @@ from omegaconf import DictConfig
 from torch.utils.data import DataLoader, Dataset, Sampler
 
 from midtrain.data.corpus import count_duplicates, draw, load_corpus, load_pool
-from midtrain.data.packing import PackedRows, Segment, lm_segment, pack_segments
+from midtrain.data.packing import PackedRows, Segment, concat_rows, lm_segment, pack_segments
 from midtrain.data.sft import load_conversations, sft_segment
+from midtrain.preserve import ExtraData, Strategy, build_strategy
 
 log = logging.getLogger(__name__)
 
@@ -141,12 +144,15 @@ class Schedule:
 class PackedDataModule(pl.LightningDataModule):
     """Packs a stage's data once and serves it in a deterministic, resumable order."""
 
-    def __init__(self, cfg: DictConfig, tokenizer: Any, world_size: int = 1):
+    def __init__(self, cfg: DictConfig, tokenizer: Any, world_size: int = 1, preserve: Strategy | None = None):
         super().__init__()
         self.cfg = cfg
         self.tokenizer = tokenizer
         self.world_size = world_size
+        self.preserve = preserve if preserve is not None else build_strategy(cfg.get("preserve"))
         self.rows: PackedRows | None = None
+        self.extra: ExtraData | None = None
+        self.extra_rows = 0       # rows at the end of `rows` packed apart from the stage's own segments
         self.info: dict = {}
 
     # Called by the trainer entry before the model exists.
@@ -162,7 +168,18 @@ class PackedDataModule(pl.LightningDataModule):
         max_len = data.get("max_doc_tokens") or seq_len
         if max_len > seq_len:
             raise ValueError(f"data.max_doc_tokens={max_len} is larger than data.seq_len={seq_len}")
-        self.rows = pack_segments(segs, seq_len, self.tokenizer.pad_token_id, max_len)
+        self.extra = self.preserve.extra_data(self.cfg, self.tokenizer, segs)
+        pad = self.tokenizer.pad_token_id
+        if self.extra is None:
+            self.rows = pack_segments(segs, seq_len, pad, max_len)
+        elif self.extra.place is None:  # packed together and shuffled together
+            self.rows = pack_segments(segs + self.extra.segments, seq_len, pad, max_len)
+        else:
+            side = pack_segments(self.extra.segments, seq_len, pad, max_len)
+            self.rows = concat_rows(pack_segments(segs, seq_len, pad, max_len), side)
+            self.extra_rows = len(side)
+        if self.extra is not None:
+            info.update(self.extra.info)
         st = self.rows.stats
         if st.documents_split:
             log.warning("%d of %d documents were longer than %d tokens and were split", st.documents_split, st.documents, max_len)
@@ -195,12 +212,19 @@ class PackedDataModule(pl.LightningDataModule):
         return Schedule(micro, accumulate, steps)
 
     def row_order(self) -> np.ndarray:
-        """Row indices over all epochs: a fresh seeded permutation per epoch."""
-        n = len(self.rows)
+        """Row indices over all epochs: a fresh seeded permutation per epoch (rows a strategy
+        packed apart are permuted among themselves and placed by the strategy)."""
+        n, k = len(self.rows), self.extra_rows
         seed = int(self.cfg.seed)
-        return np.concatenate(
-            [np.random.default_rng([seed, epoch]).permutation(n) for epoch in range(int(self.cfg.data.epochs))]
-        )
+        epochs = []
+        for epoch in range(int(self.cfg.data.epochs)):
+            rng = np.random.default_rng([seed, epoch])
+            if k == 0:
+                epochs.append(rng.permutation(n))
+            else:
+                main = rng.permutation(n - k)
+                epochs.append(self.extra.place(main, (n - k) + rng.permutation(k)))
+        return np.concatenate(epochs)
 
     def train_dataloader(self) -> DataLoader:
         assert self.rows is not None, "call prepare() first"

@@ -129,6 +129,22 @@ def pack_segments(segments: list[Segment], seq_len: int, pad_id: int, max_len: i
     return PackedRows(input_ids, labels, position_ids, real, stats)
 
 
+def concat_rows(first: PackedRows, second: PackedRows) -> PackedRows:
+    """Rows of `first` followed by rows of `second` (same seq_len), with summed statistics."""
+    if first.input_ids.shape[1] != second.input_ids.shape[1]:
+        raise ValueError("concat_rows: the two packings have different seq_len")
+    a, b = first.stats, second.stats
+    stats = PackStats(**{f: getattr(a, f) + getattr(b, f) for f in
+                         ("documents", "pieces", "documents_split", "rows", "real_tokens", "loss_tokens", "slots")})
+    return PackedRows(
+        torch.cat([first.input_ids, second.input_ids]),
+        torch.cat([first.labels, second.labels]),
+        torch.cat([first.position_ids, second.position_ids]),
+        torch.cat([first.real_tokens, second.real_tokens]),
+        stats,
+    )
+
+
 def lm_segment(token_ids: list[int], bos_id: int | None, eos_id: int, prefix_ids: list[int] | None = None) -> Segment:
     """A document for next-token training: [BOS] prefix text [EOS]; BOS and prefix get no loss."""
     prefix_ids = prefix_ids or []

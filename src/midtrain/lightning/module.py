@@ -3,7 +3,8 @@
 The model arrives built (models/build.py); this module only owns the optimisation: AdamW
 (fused on CUDA) with decay/no-decay groups, linear warmup then cosine decay, and logging.
 Both objectives share one loss: next-token cross-entropy over labelled tokens, because the
-objective lives entirely in the labels the datamodule built.
+objective lives entirely in the labels the datamodule built. A preservation strategy
+(`midtrain.preserve`) may add a term to it through its `loss` hook.
 """
 
 from __future__ import annotations
@@ -13,6 +14,8 @@ import math
 import pytorch_lightning as pl
 import torch
 from omegaconf import DictConfig
+
+from midtrain.preserve import Strategy, build_strategy
 
 
 def warmup_cosine(step: int, total: int, warmup: int, min_ratio: float) -> float:
@@ -28,26 +31,36 @@ def warmup_cosine(step: int, total: int, warmup: int, min_ratio: float) -> float
 class CausalLMModule(pl.LightningModule):
     """Trains a Hugging Face causal LM on packed batches `{input_ids, labels, position_ids}`."""
 
-    def __init__(self, model: torch.nn.Module, optim: DictConfig, total_steps: int):
+    def __init__(self, model: torch.nn.Module, optim: DictConfig, total_steps: int, preserve: Strategy | None = None):
         super().__init__()
         self.model = model
         self.optim = optim
         self.total_steps = int(total_steps)
+        self.preserve = preserve if preserve is not None else build_strategy(None)
         self.last_loss: torch.Tensor | None = None
 
-    def forward(self, batch: dict[str, torch.Tensor]) -> torch.Tensor:
-        out = self.model(
+    def outputs(self, batch: dict[str, torch.Tensor]):
+        """The model's outputs on a packed batch, with the cross-entropy over labelled tokens as `.loss`."""
+        return self.model(
             input_ids=batch["input_ids"],
             position_ids=batch["position_ids"],
             labels=batch["labels"],
             use_cache=False,
         )
-        return out.loss
+
+    def forward(self, batch: dict[str, torch.Tensor]) -> torch.Tensor:
+        return self.outputs(batch).loss
+
+    def on_fit_start(self) -> None:
+        self.preserve.on_fit_start(self)
 
     def training_step(self, batch: dict[str, torch.Tensor], batch_idx: int) -> torch.Tensor:
-        loss = self(batch)
+        loss, extra = self.preserve.loss(batch, self.outputs(batch))
         self.last_loss = loss.detach()
-        self.log("train/loss", loss, on_step=True, prog_bar=True, batch_size=batch["input_ids"].shape[0])
+        bs = batch["input_ids"].shape[0]
+        self.log("train/loss", loss, on_step=True, prog_bar=True, batch_size=bs)
+        for name, value in extra.items():
+            self.log(name, value, on_step=True, batch_size=bs)
         return loss
 
     def on_before_optimizer_step(self, optimizer: torch.optim.Optimizer) -> None:

@@ -147,7 +147,7 @@ def build_model(
     model.config.use_cache = False  # training: packed masks only apply without a cache
     model.train()  # from_pretrained returns eval mode; gradient checkpointing keys off .training
     if model_cfg.get("lora"):
-        model = _apply_lora(model, model_cfg.lora)
+        model = apply_lora(model, model_cfg.lora)
     log.info("model %s: %.1fM parameters, attention %s", model_cfg.name, count_parameters(model) / 1e6, attn)
     return model
 
@@ -166,7 +166,8 @@ def apply_liger_kernels(model: torch.nn.Module) -> None:
     _apply_liger_kernel_to_instance(model=_unwrap(model))
 
 
-def _apply_lora(model: torch.nn.Module, lora_cfg: DictConfig) -> torch.nn.Module:
+def apply_lora(model: torch.nn.Module, lora_cfg: DictConfig) -> torch.nn.Module:
+    """Wrap `model` in peft LoRA adapters (`r`, `alpha`, `dropout`, `target_modules`); base weights frozen."""
     from peft import LoraConfig, get_peft_model
 
     cfg = OmegaConf.to_container(lora_cfg, resolve=True)
