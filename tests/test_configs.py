@@ -8,8 +8,8 @@ from omegaconf import OmegaConf
 from midtrain.paths import CONF_DIR
 from tests.conftest import compose_cfg
 
-TRAIN_GROUPS = ("model", "corpus", "data", "instruct", "optim", "trainer", "logger", "debug", "experiment")
-PIPELINE_GROUPS = ("experiment", "qa", "corpus", "instruct")
+TRAIN_GROUPS = ("model", "corpus", "data", "instruct", "preserve", "optim", "trainer", "logger", "debug", "experiment")
+PIPELINE_GROUPS = ("experiment", "qa", "corpus", "instruct", "preserve")
 
 
 def _options(group: str) -> list[str]:

@@ -87,7 +87,7 @@ def test_report_over_fixture_sweep(sweep, tmp_path):
     assert reasons["treatment-tiny-llama-n500-i500-s2"].startswith("no metrics.json")
     assert len(result["problems"]) == 3
     assert result["missing"] == [{"model": "tiny-llama", "condition": "control", "num_docs": 3000,
-                                  "instruct_samples": 0, "seed": 2}]
+                                  "instruct_samples": 0, "preserve": "none", "seed": 2}]
 
     with open(out / "summary.csv") as f:
         table = list(csv.DictReader(f))
@@ -97,9 +97,9 @@ def test_report_over_fixture_sweep(sweep, tmp_path):
     assert row["seeds"] == "0 1 2"
 
     md = (out / "summary.md").read_text()
-    assert "| tiny-llama | treatment | 3000 | 0 | 3 | 0.770 ± 0.012 |" in md
+    assert "| tiny-llama | treatment | 3000 | 0 | none | 3 | 0.770 ± 0.012 |" in md
     assert "## Missing or failed runs" in md and "corrupt metrics.json" in md
-    assert "condition=control, num_docs=3000, instruct_samples=0: seed 2 has no result" in md
+    assert "condition=control, num_docs=3000, instruct_samples=0, preserve=none: seed 2 has no result" in md
     problems_csv = (out / "problems.csv").read_text()
     assert problems_csv.count("\n") == 1 + 3 + 1
 

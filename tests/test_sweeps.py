@@ -11,10 +11,12 @@ from omegaconf import OmegaConf
 
 from midtrain.paths import CONF_DIR, SWEEPS_DIR
 
-GROUP_KEYS = {"experiment", "debug", "model", "corpus", "instruct", "trainer", "data", "optim", "logger", "qa"}
+GROUP_KEYS = {"experiment", "debug", "model", "corpus", "instruct", "trainer", "data", "optim", "logger", "qa",
+              "preserve"}
 
-EXPECTED_JOBS = {"doc_count": 18, "control": 12, "erosion": 45, "paper": 225, "smoke_local": 4, "demo": 2}
-REQUIRED = {"doc_count", "control", "erosion", "paper", "smoke_local"}
+EXPECTED_JOBS = {"doc_count": 18, "control": 12, "erosion": 45, "paper": 225, "smoke_local": 4, "demo": 2,
+                 "preservation": 150}
+REQUIRED = {"doc_count", "control", "erosion", "paper", "smoke_local", "preservation"}
 PRESETS = sorted(p.stem for p in SWEEPS_DIR.glob("*.yaml"))
 SEARCHPATH = f"hydra.searchpath=[file://{CONF_DIR}]"  # what `--config-dir sweeps` adds next to conf/
 

@@ -13,6 +13,11 @@ runs of W&B groups), and writes, under ``out_dir``:
 - ``problems.csv`` and a section of ``summary.md``: every run that was not aggregated (no
   ``metrics.json``, corrupt JSON, not DONE, headline metric absent) and every seed missing
   from a cell, so a half-finished sweep cannot pass for a finished one;
+- ``gaps.csv`` and a section of ``summary.md``: treatment minus control per cell (paired by
+  seed), and ``gap_vs_instruct_samples.png``: that gap against instruction samples, one line
+  per preservation strategy, error bars over seeds;
+- ``probe_curve_gap.png``: the same gap on the judge-free probe logged during the instruction
+  stage (``probe_every_n_steps``), against the instruction samples seen, inside each run;
 - ``anima_vs_doc_count.png``, ``erosion.png``, ``by_dimension.png``;
 - ``report.json``: all of the above as data (what ``report(cfg)`` returns).
 """
@@ -37,7 +42,8 @@ from midtrain.tracking.rundir import atomic_write_json, atomic_write_text, read_
 
 log = logging.getLogger(__name__)
 
-CONDITION_KEYS = ("model", "condition", "corpus", "num_docs", "instruct_samples", "seed")
+CONDITION_KEYS = ("model", "condition", "corpus", "num_docs", "instruct_samples", "preserve", "seed")
+CURVE = "train.instruct.probe_curve"  # where a pipeline's metrics.json holds the instruction stage's probe curve
 
 
 # Collecting runs ---------------------------------------------------------------------------
@@ -56,7 +62,14 @@ def _is_number(x: Any) -> bool:
 
 def _run_row(metrics: Mapping[str, Any], source: str, sweep: str, metric: str, dimensions: str) -> dict:
     row = {k: metrics.get(k) for k in CONDITION_KEYS}
+    if isinstance(row["preserve"], Mapping):  # a W&B run config holds the whole `preserve` node
+        row["preserve"] = row["preserve"].get("name")
+    row["preserve"] = row["preserve"] or "none"  # runs from before strategies existed trained without one
     row.update(run_id=metrics.get("run_id"), sweep=sweep, source=source, score=_select(metrics, metric))
+    curve, steps = _select(metrics, CURVE), _select(metrics, "train.instruct.global_steps")
+    row["curve"] = ([(c["step"] / steps * row["instruct_samples"], c["margin"]) for c in curve]
+                    if isinstance(curve, list) and _is_number(steps) and steps > 0
+                    and _is_number(row["instruct_samples"]) else [])
     dims = _select(metrics, dimensions)
     row["dimensions"] = {str(k): v for k, v in dims.items() if _is_number(v)} if isinstance(dims, Mapping) else {}
     row["provenance"] = run_provenance(metrics)  # code and library versions over all attempts
@@ -356,7 +369,8 @@ def _plot(summary: list[dict], out_dir: Path, cfg: DictConfig) -> dict[str, str]
                "midtraining documents")
     erosion = [s for s in numeric if len({t["instruct_samples"] for t in numeric
                                           if (t.get("condition"), t["num_docs"]) == (s.get("condition"), s["num_docs"])}) > 1]
-    lines_plot("erosion", "instruct_samples", erosion, lambda s: label(s, "model", "condition") + f" n={s['num_docs']}",
+    lines_plot("erosion", "instruct_samples", erosion,
+               lambda s: label(s, "model", "condition", "preserve") + f" n={s['num_docs']}",
                f"{cfg.metric} vs instruction-tuning samples", "instruction-tuning samples")
 
     dims = sorted({d for s in summary for d in s["dimensions"]})
@@ -380,6 +394,126 @@ def _plot(summary: list[dict], out_dir: Path, cfg: DictConfig) -> dict[str, str]
     fig.savefig(path, dpi=int(cfg.plots.dpi))
     plt.close(fig)
     done["by_dimension"] = str(path)
+    return done
+
+
+# Treatment minus control ----------------------------------------------------------------------
+def gaps(rows: list[dict], group_by: list[str], minuend: str = "treatment", subtrahend: str = "control") -> list[dict]:
+    """``minuend - subtrahend`` per cell of ``group_by`` without ``condition``, paired by seed.
+
+    Each seed present in both conditions gives one difference; the gap is their mean and its
+    standard error is that of the differences (so seed-to-seed noise shared by both
+    conditions, e.g. the instruction-data draw, cancels). Seeds present in only one condition
+    are listed under ``unpaired``.
+    """
+    keys = [k for k in group_by if k != "condition"]
+    by: dict[tuple, dict[str, dict]] = defaultdict(lambda: {minuend: {}, subtrahend: {}})
+    for r in rows:
+        if r.get("condition") in (minuend, subtrahend):
+            by[tuple(r.get(k) for k in keys)][r["condition"]][r["seed"]] = r["score"]
+    out = []
+    for key in sorted(by, key=lambda k: tuple(_sort_key(v) for v in k)):
+        a, b = by[key][minuend], by[key][subtrahend]
+        seeds = sorted(set(a) & set(b), key=_sort_key)
+        if not seeds:
+            continue
+        gap, se = mean_stderr([a[s] - b[s] for s in seeds])
+        out.append({**dict(zip(keys, key)), "n": len(seeds), "seeds": seeds, "gap": gap, "stderr": se,
+                    minuend: mean_stderr([a[s] for s in seeds])[0], subtrahend: mean_stderr([b[s] for s in seeds])[0],
+                    "unpaired": sorted(set(a) ^ set(b), key=_sort_key)})
+    return out
+
+
+def curve_gaps(rows: list[dict], minuend: str = "treatment", subtrahend: str = "control") -> list[dict]:
+    """The in-run probe curve's ``minuend - subtrahend`` gap, per (model, num_docs, instruct_samples,
+    preserve), mean ± stderr over the seeds both conditions have.
+
+    The two conditions' curves can sit at different steps (replayed corpora differ in length),
+    so every curve is read, by linear interpolation, at the points of the first seed's
+    ``minuend`` curve.
+    """
+    import numpy as np
+
+    keys = ("model", "num_docs", "instruct_samples", "preserve")
+    by: dict[tuple, dict[str, dict]] = defaultdict(lambda: {minuend: {}, subtrahend: {}})
+    for r in rows:
+        if r.get("condition") in (minuend, subtrahend) and r.get("curve"):
+            by[tuple(r.get(k) for k in keys)][r["condition"]][r["seed"]] = sorted(r["curve"])
+    out = []
+    for key in sorted(by, key=lambda k: tuple(_sort_key(v) for v in k)):
+        a, b = by[key][minuend], by[key][subtrahend]
+        seeds = sorted(set(a) & set(b), key=_sort_key)
+        if not seeds:
+            continue
+        xs = [x for x, _ in a[seeds[0]]]
+
+        def at(curve: list) -> np.ndarray:
+            return np.interp(xs, [x for x, _ in curve], [y for _, y in curve])
+
+        diffs = np.array([at(a[s]) - at(b[s]) for s in seeds])
+        points = []
+        for j, x in enumerate(xs):
+            gap, se = mean_stderr([float(d) for d in diffs[:, j]])
+            points.append({"samples_seen": x, "gap": gap, "stderr": se})
+        out.append({**dict(zip(keys, key)), "seeds": seeds, "points": points})
+    return out
+
+
+def gaps_markdown(rows: list[dict], metric: str, minuend: str, subtrahend: str) -> str:
+    if not rows:
+        return ""
+    keys = [k for k in rows[0] if k not in ("n", "seeds", "gap", "stderr", minuend, subtrahend, "unpaired")]
+    lines = ["", f"## {minuend} minus {subtrahend}", "",
+             f"`{metric}`, paired by seed: mean ± standard error of the per-seed differences.", "",
+             "| " + " | ".join(keys + ["n", minuend, subtrahend, "gap ± se"]) + " |", "|" + "---|" * (len(keys) + 4)]
+    for g in rows:
+        se = f" ± {g['stderr']:.4f}" if g["stderr"] is not None else ""
+        lines.append("| " + " | ".join([str(g[k]) for k in keys] + [str(g["n"]), f"{g[minuend]:.4f}",
+                                                                      f"{g[subtrahend]:.4f}", f"{g['gap']:.4f}{se}"]) + " |")
+    return "\n".join(lines) + "\n"
+
+
+def _plot_gaps(gap_rows: list[dict], curves: list[dict], out_dir: Path, cfg: DictConfig) -> dict[str, str]:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    done: dict[str, str] = {}
+    title = f"{cfg.gap.minuend} minus {cfg.gap.subtrahend}"
+
+    def draw(name: str, series: dict[str, list[tuple]], ylabel: str, xlabel: str) -> None:
+        if not series:
+            done[name] = f"skipped: no paired {cfg.gap.minuend}/{cfg.gap.subtrahend} runs"
+            return
+        fig, ax = plt.subplots(figsize=(6, 4))
+        for label, pts in sorted(series.items()):
+            pts = sorted(pts)
+            ax.errorbar([p[0] for p in pts], [p[1] for p in pts], yerr=[p[2] or 0.0 for p in pts],
+                        marker="o", capsize=3, label=label)
+        ax.axhline(0.0, color="grey", lw=0.8)
+        ax.set_xlabel(xlabel)
+        ax.set_ylabel(ylabel)
+        ax.set_title(title)
+        ax.grid(alpha=0.3)
+        ax.legend(fontsize=8)
+        fig.tight_layout()
+        path = out_dir / f"{name}.png"
+        fig.savefig(path, dpi=int(cfg.plots.dpi))
+        plt.close(fig)
+        done[name] = str(path)
+
+    series: dict[str, list[tuple]] = defaultdict(list)
+    for g in gap_rows:
+        if _is_number(g.get("instruct_samples")):
+            extra = " ".join(f"{k}={g[k]}" for k in ("model", "num_docs") if k in g and g[k] is not None)
+            series[f"{g.get('preserve')} {extra}".strip()].append((g["instruct_samples"], g["gap"], g["stderr"]))
+    draw("gap_vs_instruct_samples", {k: v for k, v in series.items()}, f"{cfg.metric} gap",
+         "instruction-tuning samples")
+    curve_series = {f"{c['preserve']} i={c['instruct_samples']} n={c['num_docs']}":
+                    [(p["samples_seen"], p["gap"], p["stderr"]) for p in c["points"]] for c in curves}
+    draw("probe_curve_gap", curve_series, "probe margin gap (nats/token)",
+         "instruction samples seen (step share of the stage)")
     return done
 
 
@@ -429,7 +563,11 @@ def report(cfg: DictConfig) -> dict:
              "runs_csv": out_dir / "runs.csv", "problems_csv": out_dir / "problems.csv",
              "report_json": out_dir / "report.json"}
     atomic_write_text(files["summary_csv"], summary_csv(summary, group_by))
-    atomic_write_text(files["summary_md"], summary_markdown(summary, group_by, cfg.metric, problems, missing, rows))
+    minuend, subtrahend = str(cfg.gap.minuend), str(cfg.gap.subtrahend)
+    gap_rows = gaps(rows, group_by, minuend, subtrahend)
+    curves = curve_gaps(rows, minuend, subtrahend)
+    atomic_write_text(files["summary_md"], summary_markdown(summary, group_by, cfg.metric, problems, missing, rows)
+                      + gaps_markdown(gap_rows, cfg.metric, minuend, subtrahend))
     atomic_write_text(files["runs_csv"], _csv(
         ["sweep", "run_id", *CONDITION_KEYS, "score", "source", *PROVENANCE_KEYS],
         ([r["sweep"], r["run_id"], *[r[k] for k in CONDITION_KEYS], r["score"], r["source"],
@@ -439,8 +577,18 @@ def report(cfg: DictConfig) -> dict:
         [[p["sweep"], p["run_id"], p["path"], p["reason"]] for p in problems]
         + [["", "", "", f"missing seed {m['seed']} for " + ", ".join(f"{k}={m[k]}" for k in group_by)]
            for m in missing]))
+    if gap_rows:
+        files["gaps_csv"] = out_dir / "gaps.csv"
+        keys = [k for k in gap_rows[0] if k not in ("n", "seeds", "gap", "stderr", minuend, subtrahend, "unpaired")]
+        atomic_write_text(files["gaps_csv"], _csv(
+            keys + ["n", "seeds", minuend, subtrahend, "gap", "stderr"],
+            ([g[k] for k in keys] + [g["n"], " ".join(map(str, g["seeds"])), _fmt(g[minuend], 6),
+              _fmt(g[subtrahend], 6), _fmt(g["gap"], 6), _fmt(g["stderr"], 6)] for g in gap_rows)))
     plots = _plot(summary, out_dir, cfg) if cfg.plots.enabled and summary else {}
+    if cfg.plots.enabled and (gap_rows or curves):
+        plots.update(_plot_gaps(gap_rows, curves, out_dir, cfg))
     result = {"summary": summary, "runs": rows, "problems": problems, "missing": missing,
+              "gaps": gap_rows, "curve_gaps": curves,
               "files": {**{k: str(v) for k, v in files.items()}, **plots}}
     atomic_write_json(files["report_json"], result)
     log.info("%d runs in %d cells, %d problems, %d missing seeds -> %s", len(rows), len(summary), len(problems),
