@@ -98,6 +98,7 @@ def test_tags_and_config_without_secrets(tmp_path):
         "instruct_samples=0",
         "seed=3",
         f"model={cfg.model.name}",
+        "preserve=none",
     ]
     kwargs = wandb_init_kwargs(cfg, tmp_path / "run", "midtrain")
     assert kwargs["group"] == "wb_sweep" and kwargs["name"] == cfg.run_id

@@ -34,6 +34,7 @@ TAG_KEYS: tuple[tuple[str, str], ...] = (
     ("instruct_samples", "instruct.samples"),
     ("seed", "seed"),
     ("model", "model.name"),
+    ("preserve", "preserve.name"),
 )
 _MODES = ("online", "offline", "disabled")
 
