@@ -173,8 +173,8 @@ def test_report_shows_unparseable_share_per_dimension_and_flags_incomplete_cells
     assert t["unparseable_share"] == {"harm_minimization": pytest.approx(5 / 40), "moral_consideration": pytest.approx(8 / 80)}
     assert t["incomplete"] == ["treatment-tiny-llama-n1000-i0-s1"] and c["incomplete"] == []
     md = (tmp_path / "out" / "summary.md").read_text()
-    assert "| tiny-llama | treatment | 1000 | 0 | 0.400 (u 12%) | 0.600 (u 10%) | incomplete: 1 of 2 runs |" in md
-    assert "| tiny-llama | control | 1000 | 0 | 0.400 (u 0%) | 0.600 (u 0%) |  |" in md
+    assert "| tiny-llama | treatment | 1000 | 0 | none | 0.400 (u 12%) | 0.600 (u 10%) | incomplete: 1 of 2 runs |" in md
+    assert "| tiny-llama | control | 1000 | 0 | none | 0.400 (u 0%) | 0.600 (u 0%) |  |" in md
     assert "run treatment-tiny-llama-n1000-i0-s1 is aggregated, but its graded result is incomplete" in md
     with open(tmp_path / "out" / "summary.csv") as f:
         row = next(r for r in csv.DictReader(f) if r["condition"] == "treatment")
