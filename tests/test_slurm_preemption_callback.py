@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import csv
 import os
 import signal
 
@@ -37,14 +38,26 @@ class _SignalAt(pl.Callback):
             os.kill(os.getpid(), self.sig)
 
 
-def _fit(tmp_path, callbacks, max_steps=8):
+def _fit(tmp_path, callbacks, max_steps=8, logger=False, ckpt_path=None):
     torch.manual_seed(0)
     data = TensorDataset(torch.randn(32, 4), torch.randn(32, 1))
-    trainer = pl.Trainer(max_steps=max_steps, accelerator="cpu", devices=1, logger=False, enable_checkpointing=False,
+    trainer = pl.Trainer(max_steps=max_steps, accelerator="cpu", devices=1, logger=logger, enable_checkpointing=False,
                          enable_progress_bar=False, enable_model_summary=False, callbacks=callbacks,
-                         default_root_dir=str(tmp_path))
-    trainer.fit(_Tiny(), DataLoader(data, batch_size=4))
+                         default_root_dir=str(tmp_path), log_every_n_steps=1)
+    trainer.fit(_Tiny(), DataLoader(data, batch_size=4), ckpt_path=ckpt_path)
     return trainer
+
+
+class _LossLogging(_Tiny):
+    def training_step(self, batch, batch_idx):
+        loss = super().training_step(batch, batch_idx)
+        self.log("loss", loss, on_step=True)
+        return loss
+
+
+def _csv_steps(path):
+    with open(path) as f:
+        return [int(r["step"]) for r in csv.DictReader(f)]
 
 
 @pytest.fixture
@@ -73,13 +86,61 @@ def test_requeue_signal_checkpoints_then_hands_over(tmp_path, restore_signals):
     assert signal.getsignal(signal.SIGUSR2) is submitit_like  # handlers restored after the fit
 
 
-def test_sigterm_under_submitit_checkpoints_and_keeps_training(tmp_path, restore_signals):
+def test_sigterm_under_submitit_checkpoints_and_stops_after_logging_the_batch(tmp_path, restore_signals):
+    """SIGTERM (scontrol requeue, preemption): checkpoint at the batch end, log that batch, stop
+    without a result; the requeued attempt logs the steps after the checkpoint, each once."""
+    from pytorch_lightning.loggers import CSVLogger
+
     ckpt = tmp_path / "last.ckpt"
     signal.signal(signal.SIGUSR2, lambda s, f: None)
-    trainer = _fit(tmp_path, [PreemptionCheckpoint(ckpt, requeue_signal=signal.SIGUSR2, handle_sigterm=True),
-                              _SignalAt(signal.SIGTERM, 2)])
-    assert trainer.global_step == 8  # Lightning did not abort on SIGTERM
-    assert torch.load(ckpt, weights_only=False)["global_step"] == 3
+    first = CSVLogger(str(tmp_path), name="logs", version="a")
+    torch.manual_seed(0)
+    data = TensorDataset(torch.randn(32, 4), torch.randn(32, 1))
+
+    def fit(logger, callbacks, ckpt_path=None):
+        trainer = pl.Trainer(max_steps=8, accelerator="cpu", devices=1, logger=logger, enable_checkpointing=False,
+                             enable_progress_bar=False, enable_model_summary=False, callbacks=callbacks,
+                             log_every_n_steps=1, default_root_dir=str(tmp_path))
+        trainer.fit(_LossLogging(), DataLoader(data, batch_size=4), ckpt_path=ckpt_path)
+        return trainer
+
+    with pytest.raises(SystemExit) as stop:
+        fit(first, [PreemptionCheckpoint(ckpt, requeue_signal=signal.SIGUSR2, handle_sigterm=True),
+                    _SignalAt(signal.SIGTERM, 2)])
+    assert stop.value.code == 128 + signal.SIGTERM
+    assert torch.load(ckpt, weights_only=False)["global_step"] == 3  # the batch that was running finished
+    assert _csv_steps(tmp_path / "logs" / "a" / "metrics.csv") == [0, 1, 2]  # its row too
+    assert signal.getsignal(signal.SIGTERM) is signal.SIG_DFL  # handlers restored
+
+    second = CSVLogger(str(tmp_path), name="logs", version="b")
+    trainer = fit(second, [PreemptionCheckpoint(ckpt, requeue_signal=signal.SIGUSR2, handle_sigterm=True)],
+                  ckpt_path=str(ckpt))
+    assert trainer.global_step == 8
+    assert _csv_steps(tmp_path / "logs" / "b" / "metrics.csv") == [3, 4, 5, 6, 7]
+
+
+def test_requeue_signal_is_handed_over_after_the_batch_is_logged(tmp_path, restore_signals):
+    from pytorch_lightning.loggers import CSVLogger
+
+    ckpt = tmp_path / "last.ckpt"
+    rows_at_handover = []
+
+    def submitit_like(signum, frame):
+        rows_at_handover.append(_csv_steps(tmp_path / "logs" / "a" / "metrics.csv"))
+        raise SystemExit(-1)
+
+    signal.signal(signal.SIGUSR2, submitit_like)
+    torch.manual_seed(0)
+    data = TensorDataset(torch.randn(32, 4), torch.randn(32, 1))
+    trainer = pl.Trainer(max_steps=8, accelerator="cpu", devices=1, logger=CSVLogger(str(tmp_path), name="logs",
+                         version="a"), enable_checkpointing=False, enable_progress_bar=False,
+                         enable_model_summary=False, log_every_n_steps=1, default_root_dir=str(tmp_path),
+                         callbacks=[PreemptionCheckpoint(ckpt, requeue_signal=signal.SIGUSR2),
+                                    _SignalAt(signal.SIGUSR2, 3)])
+    with pytest.raises(SystemExit):
+        trainer.fit(_LossLogging(), DataLoader(data, batch_size=4))
+    assert torch.load(ckpt, weights_only=False)["global_step"] == 4
+    assert rows_at_handover == [[0, 1, 2, 3]]  # on disk before submitit requeues and exits
 
 
 def test_outside_submitit_nothing_is_installed(tmp_path, restore_signals, monkeypatch):

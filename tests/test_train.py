@@ -82,6 +82,10 @@ def test_resume_after_kill_matches_uninterrupted_run(tmp_path, docs_jsonl):
     assert (run.path / "logs" / "midtrain" / "metrics.csv").exists()
     assert (run.path / "logs" / "midtrain.1" / "metrics.csv").exists()
     assert resumed["train"]["final_loss"] == ref["train"]["final_loss"]
+    # Throughput is measured in the resumed attempt too, and says which attempt it is.
+    assert ref["throughput"]["attempt"] == 1 and ref["throughput"]["tokens_per_s"] > 0
+    assert resumed["throughput"]["attempt"] == 2
+    assert resumed["throughput"]["tokens_per_s"] > 0 and resumed["throughput"]["measured_tokens"] > 0
     ref_w, res_w = _weights(RunDir.from_cfg(ref_cfg).path), _weights(run.path)
     assert ref_w.keys() == res_w.keys()
     for k in ref_w:

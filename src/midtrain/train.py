@@ -166,14 +166,11 @@ def _loggers(cfg: DictConfig, run: RunDir) -> list:
 def _finish_wandb(trainer: "pl.Trainer", metrics: dict) -> None:
     """Write the stage's metrics into its W&B summary and close the run, so the next stage
     of a pipeline (same process) opens its own run instead of reusing this one."""
-    from pytorch_lightning.loggers import WandbLogger
+    from midtrain.tracking.wandb_logger import TrainingWandbLogger
 
     for lg in trainer.loggers:
-        if isinstance(lg, WandbLogger):
-            from midtrain.tracking.wandb import log_summary
-
-            log_summary(lg.experiment, metrics)
-            lg.experiment.finish()
+        if isinstance(lg, TrainingWandbLogger):
+            lg.finish(summary=metrics)  # reopens the run first if its service was lost
 
 
 def _strategy(cfg: DictConfig, model: "torch.nn.Module"):

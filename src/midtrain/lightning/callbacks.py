@@ -28,6 +28,10 @@ class ThroughputMonitor(pl.Callback):
 
     Real tokens are counted from the batch on the host before it moves to the device, and
     clocks are read after a device synchronisation only at the start and end of the window.
+    Every attempt of a stage measures its own window, counted from the step it started at
+    (a resumed attempt too), and `result` carries the attempt number (1 for the first fit,
+    2 after one resume, ...). The number and the latest measured result travel in the
+    checkpoint, so an attempt too short to measure reports the previous attempt's figure.
     """
 
     def __init__(self, warmup_steps: int = 2, flops_per_token: float | None = None, log_every_n_steps: int = 10):
@@ -37,11 +41,31 @@ class ThroughputMonitor(pl.Callback):
         self.tokens = 0
         self._window = (0, 0.0)  # (tokens, time) at the last logged step
         self.t0: float | None = None
-        self.t1: float | None = None
+        self._device = None
+        self.attempt = 0  # attempts before this one, until on_train_start counts this one
+        self._start_step: int | None = None
         self.result: dict = {}
 
+    def state_dict(self) -> dict:
+        # A checkpoint during a measurement (e.g. at preemption) keeps this attempt's figure so far.
+        measured = self._measure() if self.t0 is not None else None
+        return {"attempt": self.attempt, "result": dict(measured or self.result)}
+
+    def load_state_dict(self, state_dict: dict) -> None:
+        self.attempt = int(state_dict.get("attempt", 0))
+        self.result = dict(state_dict.get("result") or {})
+
+    def on_train_start(self, trainer, pl_module):
+        self.attempt += 1
+        remaining = max(0, int(trainer.max_steps) - trainer.global_step) if trainer.max_steps > 0 else None
+        # Measure even when fewer steps than the warm-up remain: start after all but the last.
+        warmup = self.warmup_steps if remaining is None else min(self.warmup_steps, max(0, remaining - 1))
+        self._start_step = trainer.global_step + warmup
+        self.tokens, self.t0, self._window = 0, None, (0, 0.0)
+
     def on_train_batch_start(self, trainer, pl_module, batch, batch_idx):
-        if trainer.global_step == self.warmup_steps and self.t0 is None:
+        if self.t0 is None and self._start_step is not None and trainer.global_step >= self._start_step:
+            self._device = pl_module.device
             self._sync(pl_module)
             self.t0 = time.perf_counter()
         if self.t0 is not None:
@@ -60,17 +84,24 @@ class ThroughputMonitor(pl.Callback):
         self._window = (self.tokens, now)
 
     def on_train_end(self, trainer, pl_module):
-        if self.t0 is None:
-            return
-        self._sync(pl_module)
+        measured = self._measure() if self.t0 is not None else None
+        if measured:
+            self.result = measured
+
+    def _measure(self) -> dict | None:
+        """This attempt's window so far: tokens per second per device (and MFU where known)."""
+        if self._device is not None and self._device.type == "cuda":
+            torch.cuda.synchronize(self._device)
         elapsed = time.perf_counter() - self.t0
         if elapsed <= 0 or self.tokens == 0:
-            return
+            return None
         tps = self.tokens / elapsed
-        self.result = {"tokens_per_s": round(tps, 1), "measured_tokens": int(self.tokens), "seconds": round(elapsed, 3)}
+        result = {"tokens_per_s": round(tps, 1), "measured_tokens": int(self.tokens), "seconds": round(elapsed, 3),
+                  "attempt": self.attempt}
         peak = device_peak_flops()
         if peak and self.fpt:
-            self.result["mfu"] = round(tps * self.fpt / peak, 4)
+            result["mfu"] = round(tps * self.fpt / peak, 4)
+        return result
 
     @staticmethod
     def _sync(pl_module) -> None:

@@ -5,14 +5,21 @@ calls the launcher's ``checkpoint()`` and ``scontrol requeue``s the job, and the
 resumes from ``<run_dir>/checkpoints/last.ckpt``. Left alone, that signal would interrupt the
 training step wherever it is and the requeued job would restart from the last periodic
 checkpoint, losing up to ``checkpoint_every_n_steps`` steps. This callback defers the signal:
-it notes it, and at the end of the current batch writes ``last.ckpt`` (atomically) and only
-then hands the signal to submitit's handler, which requeues and exits.
+it notes it, and at the end of the current batch writes ``last.ckpt`` (atomically). Once that
+batch's metrics are logged (at the start of the next batch) it ends the attempt: loggers are
+flushed, the stage's W&B run is finished and marked preempted (reopened first if the signal
+also killed the W&B service), and then the requeue signal goes to submitit's handler, which
+requeues and exits. Every logged step thus belongs to exactly one attempt: the first logs the
+steps up to its checkpoint, the requeued one those after it.
 
-SIGTERM (sent by SLURM on preemption and before a kill) is treated the same way under
-submitit, minus the handover: the checkpoint is written and training carries on until the
-scheduler stops it. Lightning's default reaction to SIGTERM (raise at the next step and fail
-the job) would make submitit record the job as failed instead of letting it be requeued.
-Lightning's own SLURM auto-requeue must stay off (``SLURMEnvironment(auto_requeue=False)``).
+SIGTERM (what SLURM sends to every process of a job on preemption, ``scontrol requeue``,
+cancellation and before a kill) is handled the same way under submitit, except that there is
+nothing to hand over: the scheduler has already requeued (or is ending) the job, so the attempt
+stops with exit status 143 and no result, and submitit's waiting sweep keeps waiting for the
+requeued attempt. Lightning's default reaction to SIGTERM (raise at the next step) would make
+submitit record the job as failed instead. A signal in the last batch lets the stage finish
+(export, metrics); a requeue signal there is still handed over after training. Lightning's own
+SLURM auto-requeue must stay off (``SLURMEnvironment(auto_requeue=False)``).
 """
 
 from __future__ import annotations
@@ -61,6 +68,7 @@ class PreemptionCheckpoint(Callback):
         self._prior: dict[signal.Signals, Any] = {}
         self._installed: list[signal.Signals] = []
         self._pending: signal.Signals | None = None
+        self._stopping: signal.Signals | None = None
 
     # Signal plumbing ---------------------------------------------------------------------
     def _on_signal(self, signum: int, frame: Any) -> None:
@@ -95,15 +103,39 @@ class PreemptionCheckpoint(Callback):
         pending = trainer.strategy.reduce_boolean_decision(self._pending is not None, all=False)
         if not pending:
             return
-        sig, self._pending = self._pending, None
+        sig, self._pending = self._pending or signal.SIGTERM, None
         self._save(trainer)
-        if sig == self.requeue_signal:
-            handler = self._prior.get(self.requeue_signal)
-            self._restore()
-            if callable(handler):
-                log.warning("checkpoint written to %s; handing %s to the requeue handler", self.ckpt_path,
-                            self.requeue_signal.name)
-                handler(int(self.requeue_signal), None)  # submitit: requeue, then exit
+        # Lightning logs this batch's metrics after this hook: stop once they are written.
+        self._stopping = sig
+
+    def on_train_batch_start(self, trainer: pl.Trainer, pl_module: pl.LightningModule, batch: Any,
+                             batch_idx: int) -> None:
+        if self._stopping is not None:
+            self._stop(trainer, self._stopping)
+
+    def _stop(self, trainer: pl.Trainer, sig: signal.Signals) -> None:
+        """End this attempt at the checkpoint just written; never returns."""
+        self._stopping = None
+        code = 128 + int(sig)
+        self._close_loggers(trainer, code)
+        handler = self._prior.get(self.requeue_signal)
+        self._restore()
+        if sig == self.requeue_signal and callable(handler):
+            log.warning("checkpoint written to %s; handing %s to the requeue handler", self.ckpt_path, sig.name)
+            handler(int(sig), None)  # submitit: requeue, then exit (returns on ranks other than 0)
+        else:
+            log.warning("stopping after %s at step %d (checkpoint %s); the scheduler requeues or ends this job",
+                        sig.name, trainer.global_step, self.ckpt_path)
+        raise SystemExit(code)
+
+    @staticmethod
+    def _close_loggers(trainer: pl.Trainer, exit_code: int) -> None:
+        from midtrain.tracking.wandb_logger import TrainingWandbLogger
+
+        for lg in trainer.loggers:
+            lg.save()  # CSV rows up to the checkpoint reach the disk
+            if isinstance(lg, TrainingWandbLogger):
+                lg.finish(preempted=True, exit_code=exit_code)
 
     def _save(self, trainer: pl.Trainer) -> None:
         tmp = self.ckpt_path.with_name(f".{self.ckpt_path.name}.preempt.tmp")
@@ -122,6 +154,11 @@ class PreemptionCheckpoint(Callback):
         self._installed = []
 
     def on_train_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
+        # A signal during the last batch: training is complete and the stage may finish, but a
+        # requeue signal still goes to submitit (the time limit is near).
+        sig, self._stopping = self._stopping, None
+        if sig is not None and sig == self.requeue_signal:
+            self._stop(trainer, sig)
         self._restore()
 
     def on_exception(self, trainer: pl.Trainer, pl_module: pl.LightningModule, exception: BaseException) -> None:

@@ -6,6 +6,17 @@ keys, ``config`` = the resolved config with secrets removed. The W&B run id is d
 the run directory and stage and remembered in ``<run_dir>/wandb_ids.json``, and runs are
 opened with ``resume="allow"``: a job that SLURM requeues after preemption or a time limit
 reopens the same W&B run instead of starting a second one.
+
+Preemption. SLURM signals every process of a job, so the SIGTERM of a preemption, a
+``scontrol requeue`` or a cancellation also reaches W&B's service process (``wandb-core``),
+which exits at once and drops what it has not yet written to the run's ``.wandb`` file (it
+writes every ``x_transaction_log_flush_interval`` seconds, 15 by default). Training must not
+die with it, and the history up to the preemption checkpoint must survive: ``TrainingWandbLogger``
+keeps the rows of the current attempt, stops sending once the service is gone, and when the
+stage finishes or is preempted opens the run again (same id, a new service), writes the rows
+the lost service dropped, marks the run preempted when it is, and finishes it. Offline, the
+dead service's partial file is renamed ``*.wandb.superseded`` so that ``wandb sync`` and
+readers see each step once.
 """
 
 from __future__ import annotations
@@ -127,17 +138,20 @@ def wandb_init_kwargs(cfg: DictConfig, run_dir: str | os.PathLike, stage: str) -
 def build_wandb_logger(cfg: DictConfig, run_dir: str | os.PathLike, stage: str):
     """A Lightning ``WandbLogger`` for one stage of one run, resuming its W&B run after a requeue.
 
+    It is a ``TrainingWandbLogger``: end the stage's run with ``logger.finish(summary=...)``
+    (or ``finish(preempted=True, ...)``), which also works after the W&B service was killed.
+
     Args:
         cfg: the stage's composed config (needs ``logger.project``, ``logger.mode``, ``run_id``,
             ``sweep_name``; condition keys become tags).
         run_dir: the stage's run directory; W&B files go to ``<run_dir>/wandb/``.
         stage: the stage name (``midtrain``, ``instruct``, ``eval``), W&B's ``job_type``.
     """
-    from pytorch_lightning.loggers import WandbLogger
-
     kwargs = wandb_init_kwargs(cfg, run_dir, stage)
     save_dir = kwargs.pop("dir")
-    return WandbLogger(save_dir=save_dir, log_model=False, **kwargs)
+    from midtrain.tracking.wandb_logger import TrainingWandbLogger
+
+    return TrainingWandbLogger(save_dir=save_dir, log_model=False, **kwargs)
 
 
 def init_run(cfg: DictConfig, run_dir: str | os.PathLike, stage: str):
