@@ -119,3 +119,45 @@ def test_env_script_exists_and_is_sourceable():
     out = subprocess.run(["bash", "-c", f"set -eu; source {env}; echo OMP=$OMP_NUM_THREADS"],
                          capture_output=True, text=True, check=True, env={"PATH": "/usr/bin:/bin", "HOME": "/tmp"})
     assert "OMP=1" in out.stdout
+
+
+def _failed(error: BaseException):
+    from hydra.core.utils import JobReturn, JobStatus
+
+    ret = JobReturn()
+    ret.status, ret._return_value = JobStatus.FAILED, error
+    return ret
+
+
+def test_a_job_that_fails_after_sigterm_leaves_no_result(monkeypatch):
+    """SLURM's SIGTERM (preemption, scontrol requeue) killed something the job needed: the job must
+    exit without a result, or the waiting sweep reports the failure while SLURM runs the task again."""
+    import os
+    import signal
+
+    from hydra_plugins.midtrain_launcher import RequeueAwareSlurmLauncher
+
+    # hydra-submitit's SlurmLauncher (Hydra's plugin scan may have loaded it as another module object).
+    (SlurmLauncher,) = RequeueAwareSlurmLauncher.__bases__
+    assert SlurmLauncher.__name__ == "SlurmLauncher"
+
+    bypassed = []
+    saved = signal.signal(signal.SIGTERM, lambda s, f: bypassed.append(s))  # what submitit installs
+    try:
+        def terminated_then_failed(self, *args, **kwargs):
+            os.kill(os.getpid(), signal.SIGTERM)
+            return _failed(ConnectionResetError("Connection lost"))
+
+        monkeypatch.setattr(SlurmLauncher, "__call__", terminated_then_failed)
+        with pytest.raises(SystemExit) as stop:
+            RequeueAwareSlurmLauncher()([], "hydra.sweep.dir", 0, "job_id_for_0", {})
+        assert stop.value.code == 128 + signal.SIGTERM
+        assert bypassed == [signal.SIGTERM]  # submitit's handler still saw it
+
+        # Without a SIGTERM a failure is reported as usual.
+        monkeypatch.setattr(SlurmLauncher, "__call__", lambda self, *a, **k: _failed(ValueError("bad")))
+        ret = RequeueAwareSlurmLauncher()([], "hydra.sweep.dir", 0, "job_id_for_0", {})
+        assert isinstance(ret._return_value, ValueError)
+        assert signal.getsignal(signal.SIGTERM) is not None and not bypassed[1:]
+    finally:
+        signal.signal(signal.SIGTERM, saved)

@@ -155,30 +155,66 @@ def _wait_for(predicate, timeout: float, what: str, proc: subprocess.Popen | Non
     raise AssertionError(f"timed out waiting for {what}")
 
 
-def test_job_requeued_mid_training_ends_like_an_uninterrupted_run(tmp_path):
+# A bigger corpus than the grid's, so that training lasts long enough to be interrupted.
+REQUEUE_COND = ("experiment=treatment", "seed=0", "corpus.num_docs=256", "corpus.pool_size=512")
+
+
+@pytest.fixture(scope="module")
+def reference(tmp_path_factory):
+    """The uninterrupted run the requeue tests compare with, started once in the background."""
+    root = tmp_path_factory.mktemp("reference")
+    proc = subprocess.Popen(sweep_cmd(root, *REQUEUE_COND, "sweep_name=reference"), cwd=REPO_ROOT, env=_env(),
+                            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    done: dict = {}
+
+    def metrics() -> dict:
+        if not done:
+            out = proc.communicate(timeout=2 * SWEEP_TIMEOUT_S)[0]
+            assert proc.returncode == 0, f"reference: {out[-3000:]}"
+            done.update(json.loads(next((root / "reference").glob("*/metrics.json")).read_text()))
+        return json.loads(json.dumps(done))
+
+    yield metrics
+    _stop(proc, root / "reference")
+
+
+def _stop(proc: subprocess.Popen, sweep_dir: Path) -> None:
+    """After a failed test: end the sweep process and cancel its jobs (the cluster is shared)."""
+    if proc.poll() is None:
+        proc.kill()
+        folders = job_folders(sweep_dir) if (sweep_dir / ".multirun" / ".submitit").is_dir() else []
+        for f in folders:
+            subprocess.run(["scancel", f.name], capture_output=True)
+
+
+def _wait_for_checkpoint(sweep_dir: Path, proc: subprocess.Popen, step: int = 4) -> Path:
+    """The midtrain stage directory, once its periodic checkpoint of `step` exists."""
+    name = f"step{step:07d}.ckpt"
+    stage = _wait_for(lambda: next(iter(sweep_dir.glob(f"*/midtrain/checkpoints/{name}")), None), 300,
+                      "the first step checkpoint", proc).parent.parent
+    assert not (stage / "DONE").exists(), "training finished before it could be interrupted"
+    return stage
+
+
+def _same_numbers(got: dict, ref: dict) -> None:
+    assert got["train"]["instruct"]["init_from"] == "../midtrain"  # relative: the same in both sweeps
+    assert got["train"] == ref["train"]  # same steps, same final losses, bit for bit
+    assert got["eval"] == ref["eval"]
+
+
+def test_job_requeued_mid_training_ends_like_an_uninterrupted_run(tmp_path, reference):
     """SIGUSR2 (SLURM's pre-timeout signal, and what submitit treats as preemption) mid-training:
     checkpoint, `scontrol requeue`, the restarted job resumes from last.ckpt."""
-    # A bigger corpus than the grid's, so that training lasts long enough to be interrupted.
-    cond = ["experiment=treatment", "seed=0", "corpus.num_docs=256", "corpus.pool_size=512"]
-    procs = {
-        name: subprocess.Popen(sweep_cmd(tmp_path, *cond, f"sweep_name={name}"), cwd=REPO_ROOT, env=_env(),
-                               stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
-        for name in ("reference", "requeued")
-    }
+    proc = subprocess.Popen(sweep_cmd(tmp_path, *REQUEUE_COND, "sweep_name=requeued"), cwd=REPO_ROOT, env=_env(),
+                            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
     try:
-        stage = tmp_path / "requeued" / "treatment-tiny-llama-n256-i64-s0" / "midtrain"
-        _wait_for(lambda: (stage / "checkpoints" / "step0000004.ckpt").exists(), 240, "the first step checkpoint",
-                  procs["requeued"])
-        assert not (stage / "DONE").exists(), "training finished before it could be interrupted"
+        stage = _wait_for_checkpoint(tmp_path / "requeued", proc)
         job_id = job_folders(tmp_path / "requeued")[0].name
         subprocess.run(["scancel", "--signal=USR2", job_id], check=True)
-        outs = {name: p.communicate(timeout=SWEEP_TIMEOUT_S)[0] for name, p in procs.items()}
+        out = proc.communicate(timeout=SWEEP_TIMEOUT_S)[0]
     finally:
-        for p in procs.values():
-            if p.poll() is None:
-                p.kill()
-    for name, p in procs.items():
-        assert p.returncode == 0, f"{name}: {outs[name][-3000:]}"
+        _stop(proc, tmp_path / "requeued")
+    assert proc.returncode == 0, f"requeued: {out[-3000:]}"
 
     log = "".join(f.read_text() for f in (tmp_path / "requeued" / ".multirun" / ".submitit" / job_id).glob("*_log.*"))
     step = int(re.search(r"preemption checkpoint at step (\d+)", log).group(1))
@@ -188,12 +224,10 @@ def test_job_requeued_mid_training_ends_like_an_uninterrupted_run(tmp_path):
     restarts = subprocess.run(["scontrol", "show", "job", job_id], capture_output=True, text=True).stdout
     assert re.search(r"Restarts=[1-9]", restarts), restarts
 
-    ref = json.loads(next((tmp_path / "reference").glob("*/metrics.json")).read_text())
     got = json.loads(next((tmp_path / "requeued").glob("*/metrics.json")).read_text())
-    assert got["train"]["instruct"]["init_from"] == "../midtrain"  # relative: the same in both sweeps
-    assert got["train"] == ref["train"]  # same steps, same final losses, bit for bit
+    ref = reference()
+    _same_numbers(got, ref)
     assert got["train"]["midtrain"]["final_loss"] == ref["train"]["midtrain"]["final_loss"]
-    assert got["eval"] == ref["eval"]
     # Both attempts of the interrupted stage are on record, the second with SLURM's restart count.
     attempts = got["provenance"]["stages"]["midtrain"]["attempts"]
     train_attempts = [a for a in attempts if a["activity"] == "train"]
@@ -205,3 +239,48 @@ def test_job_requeued_mid_training_ends_like_an_uninterrupted_run(tmp_path):
     assert train_attempts[1]["resumed_from"] == "checkpoints/last.ckpt"
     ref_attempts = ref["provenance"]["stages"]["midtrain"]["attempts"]
     assert [a["attempt"] for a in ref_attempts if a["activity"] == "train"] == [1]
+
+
+def test_scontrol_requeue_with_wandb_keeps_every_step_once_under_one_run(tmp_path, reference):
+    """`scontrol requeue <job>` mid-training with logger=wandb (offline): SLURM sends SIGTERM
+    to every process of the job, W&B's service included. The sweep still returns the requeued
+    attempt's result with exit 0, the numbers are those of an uninterrupted run, and the two
+    attempts' W&B files together hold every logged step once, under one run id."""
+    from tests.test_wandb import history_steps, read_wandb_file
+
+    env = {**_env(), "WANDB_MODE": "offline", "WANDB_SILENT": "true"}
+    t0 = time.monotonic()
+    proc = subprocess.Popen(sweep_cmd(tmp_path, *REQUEUE_COND, "logger=wandb", "sweep_name=wb_requeued"),
+                            cwd=REPO_ROOT, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    try:
+        stage = _wait_for_checkpoint(tmp_path / "wb_requeued", proc)
+        job_id = job_folders(tmp_path / "wb_requeued")[0].name  # <jobid> (one job) or <array>_<task>
+        subprocess.run(["scontrol", "requeue", job_id], check=True)
+        out = proc.communicate(timeout=SWEEP_TIMEOUT_S)[0]
+    finally:
+        _stop(proc, tmp_path / "wb_requeued")
+    assert proc.returncode == 0, f"sweep: {out[-4000:]}"
+    seconds = time.monotonic() - t0
+
+    folder = tmp_path / "wb_requeued" / ".multirun" / ".submitit" / job_id
+    log = "".join(f.read_text() for f in folder.glob("*_log.*"))
+    assert "stopping after SIGTERM" in log and "resuming from" in log, log[-3000:]
+    restarts = subprocess.run(["scontrol", "show", "job", job_id], capture_output=True, text=True).stdout
+    assert re.search(r"Restarts=[1-9]", restarts), restarts
+
+    run = stage.parent
+    got = json.loads((run / "metrics.json").read_text())
+    assert got["throughput"]["attempt"] == 2 and got["throughput"]["tokens_per_s"] > 0
+    _same_numbers(got, reference())
+
+    for name in ("midtrain", "instruct"):
+        stage_dir = run / name
+        run_id = json.loads((stage_dir / "wandb_ids.json").read_text())[name]
+        segments = [read_wandb_file(f) for f in sorted((stage_dir / "wandb").glob("offline-run-*/run-*.wandb"))]
+        steps = [s for seg in segments for s in history_steps(seg)]
+        total = got["train"][name]["global_steps"]
+        assert steps == list(range(total)), (name, steps)  # every logged step, each exactly once
+        assert {r["run"]["run_id"] for seg in segments for r in seg if r["type"] == "run"} == {run_id}
+    first = read_wandb_file(sorted((run / "midtrain" / "wandb").glob("offline-run-*/run-*.wandb"))[0])
+    assert any(r["type"] == "preempting" for r in first)  # the first attempt finished as preempted
+    print(f"scontrol requeue with W&B: sweep done in {seconds:.0f}s")

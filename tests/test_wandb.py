@@ -2,11 +2,17 @@
 
 from __future__ import annotations
 
+import csv
 import json
+import os
+import signal
 import struct
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
+import pytorch_lightning as pl
 import wandb
 from hydra import compose, initialize_config_dir
 
@@ -202,3 +208,84 @@ def test_training_stage_logs_to_an_offline_wandb_run(tmp_path, monkeypatch):
     assert config["provenance"]["attempts"] == 1
     assert config["provenance"]["attempt"]["1"]["versions"] == attempt["versions"]
     assert config["provenance"]["attempt"]["1"]["code"] == attempt["code"]
+
+
+def read_wandb_file(path: Path) -> list[dict]:
+    """The records of a ``.wandb`` transaction log, read by wandb's own reader (``wandb leet inspect``)."""
+    proc = subprocess.run([str(Path(sys.executable).parent / "wandb"), "leet", "inspect", "--json", str(path)],
+                          capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 0, f"{path}: {proc.stderr[-2000:]}"
+    return [json.loads(line) for line in proc.stdout.splitlines() if line.strip()]
+
+
+def wandb_segments(run_dir: Path) -> list[list[dict]]:
+    """Every ``.wandb`` file under ``<run_dir>/wandb/`` (one per attempt of each W&B run), oldest first."""
+    files = sorted((run_dir / "wandb").glob("offline-run-*/run-*.wandb"))
+    return [read_wandb_file(f) for f in files]
+
+
+def history_steps(records: list[dict]) -> list[int]:
+    return [r["history"]["item"]["trainer/global_step"] for r in records
+            if r["type"] == "history" and "trainer/global_step" in r["history"]["item"]]
+
+
+class _TerminateJob(pl.Callback):
+    """What SLURM does on preemption or `scontrol requeue`: SIGTERM to every process of the job,
+    the W&B service included, in the middle of a training step."""
+
+    def __init__(self, at_step: int):
+        self.at_step = at_step
+
+    def on_train_batch_start(self, trainer, pl_module, batch, batch_idx):
+        if trainer.global_step != self.at_step:
+            return
+        import psutil
+
+        service = [p for p in psutil.Process().children(recursive=True) if "wandb-core" in p.name()]
+        assert service, "no W&B service process to terminate"
+        for p in service:
+            p.send_signal(signal.SIGTERM)
+        psutil.wait_procs(service, timeout=30)
+        os.kill(os.getpid(), signal.SIGTERM)
+
+
+@pytest.mark.wandb
+def test_sigterm_to_the_whole_job_keeps_every_step_once_under_one_run(tmp_path, monkeypatch):
+    """The W&B service dies with the job's SIGTERM: the attempt still ends at its checkpoint with
+    the W&B run finished as preempted, and the resumed attempt continues the same run."""
+    from midtrain.train import train
+    from tests.conftest import compose_cfg, smoke_overrides
+
+    monkeypatch.setenv("WANDB_MODE", "offline")
+    monkeypatch.setenv("WANDB_SILENT", "true")
+    monkeypatch.setenv("SUBMITIT_EXECUTOR", "slurm")  # SIGTERM is handled as in a submitit job
+    saved = {s: signal.getsignal(s) for s in (signal.SIGTERM, signal.SIGUSR2)}
+    cfg = compose_cfg("train", smoke_overrides(tmp_path) + ["logger=wandb", "sweep_name=wb", "condition=treatment",
+                                                            "corpus.num_docs=48"])
+    try:
+        with pytest.raises(SystemExit) as stop:
+            train(cfg, callbacks=[_TerminateJob(at_step=2)])
+    finally:
+        for s, h in saved.items():
+            signal.signal(s, h)
+    assert stop.value.code == 128 + signal.SIGTERM
+    run_dir = Path(cfg.run_dir)
+    first = wandb_segments(run_dir)
+    assert len(first) == 1 and history_steps(first[0]) == [0, 1, 2]  # up to the checkpoint at step 3
+    assert any(r["type"] == "preempting" for r in first[0])
+    assert [r["exit"]["exit_code"] for r in first[0] if r["type"] == "exit"] == [128 + signal.SIGTERM]
+    assert list((run_dir / "wandb").glob("offline-run-*/run-*.wandb.superseded")), "the dead service's file"
+
+    metrics = train(cfg)
+    total = metrics["train"]["global_steps"]
+    assert total > 5
+    segments = wandb_segments(run_dir)
+    assert len(segments) == 2
+    steps = [s for seg in segments for s in history_steps(seg)]
+    assert steps == list(range(total))  # every logged step exactly once
+    run_ids = {r["run"]["run_id"] for seg in segments for r in seg if r["type"] == "run"}
+    assert run_ids == {wandb_run_id(run_dir, "midtrain")}
+    csv_steps = [int(row["step"]) for v in ("midtrain", "midtrain.1")
+                 for row in csv.DictReader((run_dir / "logs" / v / "metrics.csv").open())]
+    assert csv_steps == list(range(total))
+    assert metrics["throughput"]["attempt"] == 2

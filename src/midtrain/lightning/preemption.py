@@ -77,6 +77,9 @@ class PreemptionCheckpoint(Callback):
         # A requeue signal outranks a SIGTERM that arrived first: it still has to be handed on.
         if self._pending is None or sig == self.requeue_signal:
             self._pending = sig
+        prior = self._prior.get(signal.SIGTERM)
+        if sig == signal.SIGTERM and callable(prior):
+            prior(signum, frame)  # submitit's (it only logs) or the launcher's, which notes the termination
 
     def setup(self, trainer: pl.Trainer, pl_module: pl.LightningModule, stage: str) -> None:
         # Runs before Lightning installs its own handlers, so these are submitit's (or the defaults).
@@ -117,7 +120,11 @@ class PreemptionCheckpoint(Callback):
         """End this attempt at the checkpoint just written; never returns."""
         self._stopping = None
         code = 128 + int(sig)
-        self._close_loggers(trainer, code)
+        try:
+            self._close_loggers(trainer, code)
+        except Exception:  # noqa: BLE001 - the checkpoint is written; a logger must not turn this into a failure
+            log.exception("closing the loggers after %s failed; the checkpoint at step %d is written", sig.name,
+                          trainer.global_step)
         handler = self._prior.get(self.requeue_signal)
         self._restore()
         if sig == self.requeue_signal and callable(handler):
