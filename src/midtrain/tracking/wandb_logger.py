@@ -84,6 +84,15 @@ class TrainingWandbLogger(WandbLogger):
         if self._lost is not None:
             self._reopen_and_close(summary, preempted, exit_code)
         self._finished = True
+        if preempted or self._lost is not None:
+            # finish() can return before the service has written the run's file; the attempt
+            # ends next (and SLURM's SIGTERM may reach the service), so wait for it here.
+            import wandb
+
+            try:
+                wandb.teardown()
+            except OSError as e:
+                log.warning("W&B service did not shut down cleanly: %s", e)
 
     @staticmethod
     def _close(run, summary, preempted: bool, exit_code: int) -> None:
