@@ -203,7 +203,8 @@ def _plugins() -> list:
     return plugins
 
 
-def _callbacks(cfg: DictConfig, run: RunDir, model: "torch.nn.Module", dm: "PackedDataModule", tokenizer: Any) -> list:
+def _callbacks(cfg: DictConfig, run: RunDir, model: "torch.nn.Module", dm: "PackedDataModule", tokenizer: Any,
+               attempt: int | None = None) -> list:
     from pytorch_lightning.callbacks import ModelCheckpoint, TQDMProgressBar
 
     from midtrain.lightning.callbacks import ThroughputMonitor, flops_per_token
@@ -228,7 +229,7 @@ def _callbacks(cfg: DictConfig, run: RunDir, model: "torch.nn.Module", dm: "Pack
     mean_ctx = dm.info["real_tokens"] / max(1, dm.info["pieces"])
     fpt = flops_per_token(count_parameters(model), mc.num_hidden_layers, mc.hidden_size, mean_ctx)
     callbacks.append(ThroughputMonitor(warmup_steps=min(2, dm.schedule.steps - 1), flops_per_token=fpt,
-                                       log_every_n_steps=int(cfg.trainer.log_every_n_steps)))
+                                       log_every_n_steps=int(cfg.trainer.log_every_n_steps), attempt=attempt))
     probe_every = cfg.trainer.get("probe_every_n_steps")
     if probe_every:
         from midtrain.lightning.probe_callback import ProbeCallback
@@ -309,10 +310,11 @@ def train(cfg: DictConfig, callbacks: list | None = None) -> dict:
     run.path.mkdir(parents=True, exist_ok=True)
     saved_cfg = portable_config(cfg, run.path)  # paths inside the runs root relative to the run
     run.save_config(saved_cfg)
+    attempt = None
     if _rank() == 0:  # before the loggers: the W&B config carries this attempt
-        record_attempt(run.path, "train", resumed_from=portable_path(ckpt, run.path))
+        attempt = record_attempt(run.path, "train", resumed_from=portable_path(ckpt, run.path))["attempt"]
 
-    cbs = _callbacks(cfg, run, model, dm, tokenizer) + list(callbacks or [])
+    cbs = _callbacks(cfg, run, model, dm, tokenizer, attempt) + list(callbacks or [])
     max_steps = int(cfg.trainer.max_steps) if cfg.trainer.max_steps else dm.schedule.steps
     trainer = pl.Trainer(
         accelerator="gpu" if dev == "cuda" else "cpu",

@@ -29,12 +29,14 @@ class ThroughputMonitor(pl.Callback):
     Real tokens are counted from the batch on the host before it moves to the device, and
     clocks are read after a device synchronisation only at the start and end of the window.
     Every attempt of a stage measures its own window, counted from the step it started at
-    (a resumed attempt too), and `result` carries the attempt number (1 for the first fit,
-    2 after one resume, ...). The number and the latest measured result travel in the
-    checkpoint, so an attempt too short to measure reports the previous attempt's figure.
+    (a resumed attempt too), and `result` carries the attempt number: `attempt` when given
+    (the stage's provenance record counts its attempts), else 1 for the first fit, 2 after
+    one resume, ... The latest measured result travels in the checkpoint, so an attempt too
+    short to measure reports the previous attempt's figure and number.
     """
 
-    def __init__(self, warmup_steps: int = 2, flops_per_token: float | None = None, log_every_n_steps: int = 10):
+    def __init__(self, warmup_steps: int = 2, flops_per_token: float | None = None, log_every_n_steps: int = 10,
+                 attempt: int | None = None):
         self.warmup_steps = warmup_steps
         self.fpt = flops_per_token
         self.log_every = max(1, log_every_n_steps)
@@ -43,6 +45,7 @@ class ThroughputMonitor(pl.Callback):
         self.t0: float | None = None
         self._device = None
         self.attempt = 0  # attempts before this one, until on_train_start counts this one
+        self._given_attempt = attempt
         self._start_step: int | None = None
         self.result: dict = {}
 
@@ -56,7 +59,7 @@ class ThroughputMonitor(pl.Callback):
         self.result = dict(state_dict.get("result") or {})
 
     def on_train_start(self, trainer, pl_module):
-        self.attempt += 1
+        self.attempt = self._given_attempt or self.attempt + 1
         remaining = max(0, int(trainer.max_steps) - trainer.global_step) if trainer.max_steps > 0 else None
         # Measure even when fewer steps than the warm-up remain: start after all but the last.
         warmup = self.warmup_steps if remaining is None else min(self.warmup_steps, max(0, remaining - 1))
