@@ -17,7 +17,7 @@ PYTEST_MARKERS ?= not slow and not gpu and not hf and not slurm
 # Not in the lock: torch and the packages that come with a torch build (CUDA libraries, triton).
 LOCK_EXCLUDE := ^(torch|torchvision|torchaudio|triton|pytorch-triton[a-z0-9_-]*|nvidia-[a-z0-9_-]+|cuda-[a-z0-9_-]+)==
 
-.PHONY: install install-latest lock versions demo test test-all clean
+.PHONY: install install-latest lock versions demo test test-all mutation clean
 
 install: $(VENV)/.installed
 
@@ -67,5 +67,15 @@ else
 	$(BIN)/python -m pytest -m "$(PYTEST_MARKERS)"
 endif
 
+# Mutation testing of the core modules (tests/MUTATION.md); not part of `make test`.
+#   make mutation                                  # every core module; resumes where it stopped
+#   make mutation MUTANTS='midtrain.data.packing*'   # one module's mutants
+MUTATION_JOBS ?= 2
+MUTANTS ?=
+mutation: install
+	$(PIP) install -q -c $(CONSTRAINTS) -e ".[mutation]"
+	OMP_NUM_THREADS=1 MKL_NUM_THREADS=1 $(BIN)/mutmut run --max-children $(MUTATION_JOBS) $(MUTANTS)
+	$(BIN)/python -m tests.mutation_summary
+
 clean:
-	rm -rf $(VENV) runs corpora outputs multirun
+	rm -rf $(VENV) runs corpora outputs multirun mutants

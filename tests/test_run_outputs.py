@@ -1,12 +1,17 @@
-"""What a finished stage leaves on disk: DONE last, and no secret under a token-like key."""
+"""What a run directory holds: DONE last, atomic JSON, merged metrics, checkpoints, and no
+secret under a token-like key."""
 
 from __future__ import annotations
 
 import json
+import os
+import time
 
 import pytest
+from omegaconf import OmegaConf
 
-from midtrain.tracking import RunDir, redact_config
+from midtrain.tracking import RunDir, atomic_write_json, atomic_write_text, read_json, redact_config
+from midtrain.tracking.rundir import deep_merge
 from midtrain.tracking.secrets import REDACTED
 from midtrain.train import train
 
@@ -60,3 +65,105 @@ def test_secret_environment_values_are_scrubbed_from_strings(monkeypatch):
     monkeypatch.setenv("HF_TOKEN", "hf_abcdefghijkl")
     out = redact_config({"note": "pushed with hf_abcdefghijkl today", "n": 3})
     assert out == {"note": f"pushed with {REDACTED} today", "n": 3}
+
+
+def test_layout_of_a_run_directory(tmp_path):
+    run = RunDir(tmp_path / "r")
+    assert run.config_path == tmp_path / "r" / "config.yaml"
+    assert run.checkpoints == tmp_path / "r" / "checkpoints"
+    assert run.last_checkpoint == tmp_path / "r" / "checkpoints" / "last.ckpt"
+    assert run.hf == tmp_path / "r" / "hf"
+    assert run.eval_dir == tmp_path / "r" / "eval"
+    assert run.metrics_path == tmp_path / "r" / "metrics.json"
+    assert run.done_path == tmp_path / "r" / "DONE"
+    assert repr(run) == f"RunDir({str(tmp_path / 'r')!r})"
+
+
+def test_run_dir_from_the_config_is_absolute(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    run = RunDir.from_cfg(OmegaConf.create({"run_dir": "runs/s/r"}))
+    assert run.path == tmp_path / "runs" / "s" / "r" and run.path.is_absolute()
+
+
+def test_atomic_writes_leave_no_temp_files_and_replace_whole(tmp_path):
+    target = tmp_path / "sub" / "a.json"
+    atomic_write_json(target, {"a": 1, "b": [1.5, "x"]})
+    assert json.loads(target.read_text()) == {"a": 1, "b": [1.5, "x"]}
+    assert target.read_text().endswith("\n") and '\n  "a": 1' in target.read_text()  # indented
+    atomic_write_text(target, "{}")
+    assert target.read_text() == "{}"
+    assert os.listdir(target.parent) == ["a.json"]
+
+
+@pytest.mark.parametrize("bad,where", [
+    ({"train": {"loss": float("nan")}}, "train.loss"),
+    ({"xs": [1.0, float("inf")]}, r"xs\[1\]"),
+    ({"a": [{"b": -float("inf")}]}, r"a\[0\].b"),
+    (float("nan"), "<root>"),
+])
+def test_non_finite_values_are_refused_with_their_place(tmp_path, bad, where):
+    target = tmp_path / "m.json"
+    with pytest.raises(ValueError, match=rf"non-finite value .* at '{where}'"):
+        atomic_write_json(target, bad)
+    assert not target.exists() and os.listdir(tmp_path) == []
+
+
+def test_a_failed_write_keeps_the_old_file_and_no_temp_file(tmp_path):
+    target = tmp_path / "m.json"
+    atomic_write_json(target, {"ok": 1})
+    with pytest.raises(TypeError):
+        atomic_write_json(target, {"bad": object()})
+    assert json.loads(target.read_text()) == {"ok": 1}
+    assert os.listdir(tmp_path) == ["m.json"]
+
+
+def test_corrupt_json_names_the_file(tmp_path):
+    path = tmp_path / "metrics.json"
+    path.write_text('{"a": ')
+    with pytest.raises(ValueError, match=rf"{path}: not valid JSON"):
+        read_json(path)
+
+
+def test_deep_merge_merges_dicts_and_replaces_the_rest():
+    base = {"a": {"x": 1, "y": {"p": 1}}, "b": [1], "c": 1}
+    merged = deep_merge(base, {"a": {"y": {"q": 2}, "z": 3}, "b": [2], "c": {"n": 1}})
+    assert merged == {"a": {"x": 1, "y": {"p": 1, "q": 2}, "z": 3}, "b": [2], "c": {"n": 1}}
+    assert base == {"a": {"x": 1, "y": {"p": 1}}, "b": [1], "c": 1}  # not changed in place
+
+
+def test_metrics_update_and_done_marker(tmp_path):
+    run = RunDir(tmp_path / "r")
+    assert run.read_metrics() == {} and not run.is_done()
+    run.write_metrics({"run_id": "r", "train": {"loss": 1.0}})
+    merged = run.update_metrics({"eval": {"anima": {"overall_mean": 0.5}}, "train": {"steps": 3}})
+    assert merged == {"run_id": "r", "train": {"loss": 1.0, "steps": 3}, "eval": {"anima": {"overall_mean": 0.5}}}
+    assert run.read_metrics() == merged
+    run.mark_done()
+    assert run.is_done() and run.done_path.read_text() == "done\n"
+    run.clear_done()
+    assert not run.is_done()
+    run.clear_done()  # clearing twice is fine
+
+
+def test_saved_config_is_resolved_and_without_secrets(tmp_path):
+    cfg = OmegaConf.create({"a": 2, "b": "${a}", "logger": {"api_key": "k-123456789"}})
+    run = RunDir(tmp_path / "r")
+    run.save_config(cfg)
+    saved = OmegaConf.load(run.config_path)
+    assert saved.b == 2 and saved.logger.api_key == "<redacted>"
+
+
+def test_latest_checkpoint_prefers_last_then_the_newest(tmp_path):
+    run = RunDir(tmp_path / "r")
+    assert run.latest_checkpoint() is None
+    run.checkpoints.mkdir(parents=True)
+    old, new = run.checkpoints / "step0000002.ckpt", run.checkpoints / "step0000001.ckpt"
+    old.write_text("a")
+    new.write_text("b")
+    now = time.time()
+    os.utime(old, (now - 100, now - 100))
+    os.utime(new, (now, now))
+    assert run.latest_checkpoint() == new  # by time, not by name
+    run.last_checkpoint.write_text("c")
+    os.utime(run.last_checkpoint, (now - 200, now - 200))
+    assert run.latest_checkpoint() == run.last_checkpoint
