@@ -3,6 +3,7 @@ several ranks. Each test pins one behaviour a plausible one-line change would br
 
 from __future__ import annotations
 
+import re
 from types import SimpleNamespace
 
 import numpy as np
@@ -111,3 +112,96 @@ def test_one_device_keeps_a_short_micro_batch_several_devices_drop_it(smoke_cfg)
     assert len(one.rows) < 64 and one.schedule.micro_batches == 1
     with pytest.raises(ValueError, match=r"fewer than one micro-batch of data.batch_size=64 x 2 device"):
         _prepared(cfg, world_size=2)
+
+
+def _mix(path, ratio, seed=0) -> str:
+    return f"+corpus.mix={{source:jsonl,path:{path},text_field:text,ratio:{ratio},seed:{seed},name:web}}"
+
+
+def test_mixed_in_documents_follow_their_own_seed_and_reach_the_share(smoke_cfg, tmp_path):
+    from tests.conftest import write_docs
+
+    web = write_docs(tmp_path / "web.jsonl", 300, seed=9)
+    dm = _prepared(smoke_cfg(_mix(web, 0.25)))
+    info = dm.info
+    main_tokens = info["real_tokens"] * (1 - info["mix_token_share"])
+    assert info["mix_documents"] > 0 and info["documents"] == 40 + info["mix_documents"]  # all packed
+    # Documents are added until the mixed-in share first reaches the ratio, and no further.
+    assert 0.25 <= info["mix_token_share"] < 0.25 + 200 / main_tokens
+    assert info["pieces"] >= info["documents"]
+    again = _prepared(smoke_cfg(_mix(web, 0.25)))
+    assert torch.equal(again.rows.input_ids, dm.rows.input_ids)
+    other = _prepared(smoke_cfg(_mix(web, 0.25, seed=1)))
+    assert not torch.equal(other.rows.input_ids, dm.rows.input_ids)
+    plain = _prepared(smoke_cfg())
+    assert "mix_token_share" not in plain.info and plain.info["mix_documents"] == 0
+
+
+@pytest.mark.parametrize("ratio", [0.0, 1.0, -0.5, 1.5])
+def test_mix_ratio_outside_the_open_interval_is_refused(smoke_cfg, tmp_path, ratio):
+    from tests.conftest import write_docs
+
+    web = write_docs(tmp_path / "web.jsonl", 5, seed=9)
+    with pytest.raises(ValueError, match=rf"corpus.mix.ratio={ratio}: the mixed-in share of tokens must be in \(0, 1\)"):
+        _prepared(smoke_cfg(_mix(web, ratio)))
+
+
+def test_a_mix_pool_too_small_for_the_ratio_is_refused(smoke_cfg, tmp_path):
+    from tests.conftest import write_docs
+
+    web = write_docs(tmp_path / "web.jsonl", 3, seed=9)
+    with pytest.raises(ValueError, match=r"corpus.mix: 3 documents give \d+ tokens, fewer than the \d+ needed for ratio 0.9"):
+        _prepared(smoke_cfg(_mix(web, 0.9)))
+
+
+def test_documents_become_bos_text_eos_with_the_prefix_unlabelled(smoke_cfg):
+    from midtrain.data.datamodule import document_segments
+
+    cfg = smoke_cfg("corpus.doc_prefix='<DOCTAG> '")
+    tok = build_tokenizer(cfg.model)
+    segs, info = document_segments(cfg, tok)
+    prefix = tok("<DOCTAG> ", add_special_tokens=False)["input_ids"]
+    assert info == {"documents": 40, "mix_documents": 0} and len(segs) == 40
+    for s in segs:
+        assert s.input_ids[0] == tok.bos_token_id and s.input_ids[-1] == tok.eos_token_id
+        assert s.input_ids[1 : 1 + len(prefix)] == prefix
+        assert s.labels[: 1 + len(prefix)] == [-100] * (1 + len(prefix))
+        assert s.labels[1 + len(prefix) :] == s.input_ids[1 + len(prefix) :]
+
+
+def test_prepare_reports_the_schedule_and_rejects_bad_settings(smoke_cfg):
+    dm = _prepared(smoke_cfg("data.seq_len=64", "data.epochs=2", "data.tokens_per_step=512"))
+    s = dm.schedule
+    assert (s.accumulate, s.micro_batches) == (2, -(-2 * len(dm.rows) // 4))
+    assert {k: dm.info[k] for k in ("epochs", "micro_batches", "accumulate_grad_batches", "steps")} == {
+        "epochs": 2, "micro_batches": s.micro_batches, "accumulate_grad_batches": 2, "steps": -(-s.micro_batches // 2)}
+    assert dm.info["documents_split"] > 0 and dm.info["rows"] == len(dm.rows)
+    for override, pattern in [
+        ("data.batch_size=0", "data.batch_size=0: must be at least 1"),
+        ("data.epochs=0", "data.epochs=0: must be at least 1"),
+        ("data.max_doc_tokens=2048", "data.max_doc_tokens=2048 is larger than data.seq_len=512"),
+        ("objective=rl", "objective='rl': expected lm or sft"),
+    ]:
+        with pytest.raises(ValueError, match=re.escape(pattern)):
+            _prepared(smoke_cfg(override))
+
+
+def test_tiny_token_budgets_still_take_one_micro_batch_per_step(smoke_cfg):
+    dm = _prepared(smoke_cfg("data.seq_len=64", "data.tokens_per_step=10"))
+    assert dm.schedule.accumulate == 1 and dm.schedule.steps == dm.schedule.micro_batches
+
+
+def test_micro_batches_carry_positions_labels_and_real_token_counts(smoke_cfg):
+    dm = _prepared(smoke_cfg("data.seq_len=64", "data.batch_size=3"))
+    dm.trainer = None
+    loader = dm.train_dataloader()
+    batches = list(loader)
+    order = dm.row_order()
+    assert len(batches) == len(loader) == -(-len(dm.rows) // 3)  # one device keeps the short last one
+    assert batches[-1]["input_ids"].shape[0] == len(dm.rows) - 3 * (len(batches) - 1)
+    first = torch.as_tensor(order[:3])
+    assert torch.equal(batches[0]["input_ids"], dm.rows.input_ids[first])
+    assert torch.equal(batches[0]["labels"], dm.rows.labels[first])
+    assert torch.equal(batches[0]["position_ids"], dm.rows.position_ids[first])
+    assert batches[0]["_real_tokens"] == int(dm.rows.real_tokens[first].sum())
+    assert sum(b["_real_tokens"] for b in batches) == dm.info["real_tokens"]
