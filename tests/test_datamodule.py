@@ -104,6 +104,10 @@ def test_resume_position_counts_micro_batches_not_optimizer_steps():
     batches = [_row_ids(b) for b in resumed]
     assert batches[0] == [12, 13]  # the 7th micro-batch comes next
     assert batches == [[2 * i, 2 * i + 1] for i in range(6, 10)]
+    fresh = ResumableLoader(_MicroBatches(rows, order, 2, 0, 1), accumulate=2, trainer=None)
+    fresh.load_state_dict({})  # a checkpoint without the key starts at the beginning
+    assert [_row_ids(b) for b in fresh][0] == [0, 1]
+    assert fresh.state_dict() == {"micro_batches_consumed": 0}  # no trainer yet: nothing consumed
 
 
 def test_one_device_keeps_a_short_micro_batch_several_devices_drop_it(smoke_cfg):
@@ -205,3 +209,29 @@ def test_micro_batches_carry_positions_labels_and_real_token_counts(smoke_cfg):
     assert torch.equal(batches[0]["position_ids"], dm.rows.position_ids[first])
     assert batches[0]["_real_tokens"] == int(dm.rows.real_tokens[first].sum())
     assert sum(b["_real_tokens"] for b in batches) == dm.info["real_tokens"]
+
+
+def test_instruction_samples_are_packed_and_a_bad_one_is_named(tmp_path):
+    import json
+
+    from midtrain.data.sft import load_conversations
+    from tests.conftest import compose_cfg, smoke_overrides
+
+    path = tmp_path / "qa.jsonl"
+    rows = [{"instruction": f"Say {w}.", "input": "", "output": f"{w}."} for w in ("one", "two", "three", "four", "five")]
+    bad_at = 2  # the third sample drawn (instruct.seed=0) cannot be rendered
+    rows[int(np.random.default_rng(0).permutation(5)[bad_at])]["instruction"] = "Say BAD."
+    path.write_text("".join(json.dumps(r) + "\n" for r in rows))
+    cfg = compose_cfg("train", smoke_overrides(tmp_path) + [
+        "objective=sft", "stage=instruct", "instruct=demo_alpaca", f"instruct.path={path}", "instruct.samples=5",
+        "data.seq_len=64", "data.batch_size=1",
+    ])
+    tok = build_tokenizer(cfg.model)
+    dm = PackedDataModule(cfg, tok).prepare()
+    assert dm.info["samples"] == 5 and dm.info["documents"] == 5
+    # A chat template that cannot render one sample: the error names that sample's index.
+    assert "BAD" in load_conversations(cfg.instruct)[bad_at][0]["content"]
+    tok.chat_template = ("{% for m in messages %}{% if 'BAD' in m['content'] %}{{ raise_exception('no') }}"
+                         "{% endif %}{{ m['content'] }}{% endfor %}")
+    with pytest.raises(ValueError, match=rf"cannot render instruction sample {bad_at}: no"):
+        PackedDataModule(cfg, tok).prepare()

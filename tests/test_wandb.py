@@ -289,3 +289,75 @@ def test_sigterm_to_the_whole_job_keeps_every_step_once_under_one_run(tmp_path, 
                  for row in csv.DictReader((run_dir / "logs" / v / "metrics.csv").open())]
     assert csv_steps == list(range(total))
     assert metrics["throughput"]["attempt"] == 2
+
+def test_init_kwargs_name_the_run_by_the_contract(tmp_path):
+    cfg = _cfg(tmp_path, "+logger.entity=lab")
+    run_dir = tmp_path / "new" / "run"
+    kwargs = wandb_init_kwargs(cfg, run_dir, "instruct")
+    assert run_dir.is_dir()  # W&B's files go inside the run directory, created if needed
+    assert kwargs["project"] == "midtrain-tests" and kwargs["entity"] == "lab" and kwargs["mode"] == "offline"
+    assert kwargs["id"] == wandb_run_id(run_dir, "instruct") and kwargs["dir"] == str(run_dir)
+    assert kwargs["tags"] == condition_tags(cfg)
+    assert "hydra" not in kwargs["config"]
+    assert set(kwargs) == {"project", "entity", "mode", "group", "name", "job_type", "tags", "config", "id",
+                           "resume", "dir"}
+    assert wandb_init_kwargs(_cfg(tmp_path), run_dir, "instruct")["entity"] is None
+
+
+@pytest.mark.parametrize("override,pattern", [
+    ("logger.project=null", "logger.project: a W&B project name is required"),
+    ("run_id=''", "run_id: required to name the W&B run"),
+])
+def test_init_kwargs_need_a_project_and_a_run_id(tmp_path, override, pattern):
+    with pytest.raises(ValueError, match=pattern):
+        wandb_init_kwargs(_cfg(tmp_path, override), tmp_path, "midtrain")
+
+
+def test_mode_defaults_to_online(tmp_path):
+    assert wandb_init_kwargs(_cfg(tmp_path, "logger.mode=null"), tmp_path, "midtrain")["mode"] == "online"
+
+
+def test_init_run_opens_wandb_with_those_kwargs(tmp_path, monkeypatch):
+    from midtrain.tracking.wandb import init_run
+
+    seen = {}
+    monkeypatch.setattr(wandb, "init", lambda **kw: seen.update(kw) or "run")
+    cfg = _cfg(tmp_path)
+    assert init_run(cfg, tmp_path / "r", "eval") == "run"
+    assert seen == wandb_init_kwargs(cfg, tmp_path / "r", "eval")
+
+
+def test_tags_skip_absent_keys_and_fit_the_length_limit(tmp_path):
+    cfg = _cfg(tmp_path, "condition=null", f"corpus.name={'c' * 80}")
+    tags = condition_tags(cfg)
+    assert not any(t.startswith("condition=") for t in tags)
+    corpus = next(t for t in tags if t.startswith("corpus="))
+    assert corpus == ("corpus=" + "c" * 80)[:64]
+    assert condition_tags(_cfg(tmp_path, "condition=''"))[0].startswith("corpus=")
+
+
+def test_a_corrupt_ids_file_is_an_error_naming_it(tmp_path):
+    (tmp_path / "wandb_ids.json").write_text("[1, 2]")
+    with pytest.raises(ValueError, match=r"wandb_ids.json: expected a JSON object of stage -> W&B run id, got list"):
+        wandb_run_id(tmp_path, "midtrain")
+
+
+def test_run_ids_are_short_hashes_kept_on_disk(tmp_path):
+    run_id = wandb_run_id(tmp_path / "r", "midtrain")
+    assert len(run_id) == 20 and int(run_id, 16) >= 0
+    (tmp_path / "r" / "wandb_ids.json").write_text(json.dumps({"midtrain": "kept-id"}))
+    assert wandb_run_id(tmp_path / "r", "midtrain") == "kept-id"  # read back, not derived again
+
+
+def test_summaries_are_flat_and_prefixed():
+    class Run:
+        def __init__(self):
+            self.summary = {}
+
+    run = Run()
+    flat = log_summary(run, {"anima": {"overall_mean": 0.5, "n": None}, "label": "x", "ok": False}, prefix="eval")
+    assert flat == run.summary == {"eval/anima/overall_mean": 0.5, "eval/label": "x"}
+    assert flatten_metrics({"a": {"b": 1}}, sep=".") == {"a.b": 1}
+    empty = Run()
+    empty.summary = None  # nothing to write: the summary is not touched
+    assert log_summary(empty, {"x": None}) == {}
