@@ -300,7 +300,7 @@ def test_init_kwargs_name_the_run_by_the_contract(tmp_path):
     assert kwargs["tags"] == condition_tags(cfg)
     assert "hydra" not in kwargs["config"]
     assert set(kwargs) == {"project", "entity", "mode", "group", "name", "job_type", "tags", "config", "id",
-                           "resume", "dir"}
+                           "resume", "dir", "settings"}
     assert wandb_init_kwargs(_cfg(tmp_path), run_dir, "instruct")["entity"] is None
 
 
