@@ -165,7 +165,7 @@ def test_documents_become_bos_text_eos_with_the_prefix_unlabelled(smoke_cfg):
     tok = build_tokenizer(cfg.model)
     segs, info = document_segments(cfg, tok)
     prefix = tok("<DOCTAG> ", add_special_tokens=False)["input_ids"]
-    assert info == {"documents": 40, "mix_documents": 0} and len(segs) == 40
+    assert info["documents"] == 40 and info["mix_documents"] == 0 and len(segs) == 40
     for s in segs:
         assert s.input_ids[0] == tok.bos_token_id and s.input_ids[-1] == tok.eos_token_id
         assert s.input_ids[1 : 1 + len(prefix)] == prefix
