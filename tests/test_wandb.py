@@ -290,6 +290,7 @@ def test_sigterm_to_the_whole_job_keeps_every_step_once_under_one_run(tmp_path, 
     assert csv_steps == list(range(total))
     assert metrics["throughput"]["attempt"] == 2
 
+
 def test_init_kwargs_name_the_run_by_the_contract(tmp_path):
     cfg = _cfg(tmp_path, "+logger.entity=lab")
     run_dir = tmp_path / "new" / "run"
