@@ -127,3 +127,21 @@ def test_a_failing_job_logs_its_overrides_without_the_secret(tmp_path):
     assert "Error executing job with overrides" in proc.stderr and CANARY not in proc.stderr + proc.stdout
     logs = list(out.rglob("*.log"))
     assert logs and all(CANARY.encode() not in p.read_bytes() for p in out.rglob("*") if p.is_file())
+
+
+def test_a_multirun_writes_multirun_yaml_and_job_output_redacted(tmp_path):
+    out = tmp_path / "corpus"
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join(sys.path)}
+    args = ["-m", "generator=template", "num_docs=2", f"out_dir={out}", "progress=false", "seed=0,1",
+            f"+generator.model_args.api_key={CANARY}"]
+    proc = subprocess.run([sys.executable, "-c", "import sys; sys.argv[0] = 'midtrain-generate'; "
+                           "from midtrain.generate import main; main()", *args],
+                          env=env, capture_output=True, text=True, timeout=300)
+    # The second job finds the first one's corpus (another seed) and is refused: a failed job's
+    # report must be scrubbed too.
+    assert (out / ".multirun" / "multirun.yaml").is_file()
+    assert len(list((out / ".multirun").glob("*/.hydra/overrides.yaml"))) == 2
+    assert CANARY not in proc.stdout + proc.stderr
+    for path in tmp_path.rglob("*"):
+        if path.is_file():
+            assert CANARY.encode() not in path.read_bytes(), path
