@@ -8,7 +8,10 @@ as `+logger.api_key=...` would land there in the clear. So the apps set
 files, redacted, atomically, when the job starts. The record of what was run stays; the
 secrets do not. `multirun.yaml` (which the sweeper writes before any callback could act) is
 rewritten redacted when the first job starts and when the sweep ends; for sweeps, give keys
-through environment variables, which are never written.
+through environment variables, which are never written. Hydra's logging (the apps select
+`hydra/job_logging=redacted` and `hydra/hydra_logging=redacted`) passes every record through
+`SecretFilter`; the callback also attaches it to whatever handlers another logging config set
+up, and scrubs the overrides and exception Hydra prints for a failed job.
 
 The checks run before Hydra creates the job's directory, and stop the app with a one-line
 message instead of a traceback through Hydra's internals:
