@@ -11,14 +11,8 @@ from pathlib import Path
 
 import pytest
 
-from midtrain.tracking.secrets import (
-    PROVIDER_API_KEYS,
-    REDACTED,
-    SECRET_ENV_VARS,
-    SecretFilter,
-    redact_config,
-    scrub_secrets,
-)
+import midtrain.tracking.secrets as secrets
+from midtrain.tracking.secrets import REDACTED, redact_config, scrub_secrets
 
 CANARY = "CANARYq7Zxsecret01"
 
@@ -26,12 +20,15 @@ CANARY = "CANARYq7Zxsecret01"
 def test_the_generators_key_table_is_the_scrubbers_table():
     from midtrain import generate
 
-    assert generate.PROVIDER_API_KEYS is PROVIDER_API_KEYS
+    assert generate.PROVIDER_API_KEYS is secrets.PROVIDER_API_KEYS
+    assert set(secrets.PROVIDER_API_KEYS.values()) <= set(secrets.SECRET_ENV_VARS)
     for var in ("XAI_API_KEY", "DEEPSEEK_API_KEY", "FIREWORKS_API_KEY", "OPENROUTER_API_KEY", "PERPLEXITY_API_KEY"):
-        assert var in SECRET_ENV_VARS
+        assert var in secrets.SECRET_ENV_VARS
 
 
-@pytest.mark.parametrize("var", sorted(PROVIDER_API_KEYS.values()) + ["HF_TOKEN", "WANDB_API_KEY"])
+@pytest.mark.parametrize("var", ["ANTHROPIC_API_KEY", "OPENAI_API_KEY", "GOOGLE_API_KEY", "MISTRAL_API_KEY", "GROQ_API_KEY",
+                                 "TOGETHER_API_KEY", "XAI_API_KEY", "DEEPSEEK_API_KEY", "FIREWORKS_API_KEY",
+                                 "OPENROUTER_API_KEY", "PERPLEXITY_API_KEY", "HF_TOKEN", "WANDB_API_KEY"])
 def test_every_provider_key_value_is_scrubbed_inside_lists(monkeypatch, var):
     monkeypatch.setenv(var, CANARY)
     out = redact_config({"stages": {"evaluate": {"overrides": [f"model.model_args.x={CANARY}", "eval=probe"]}}})
@@ -79,7 +76,7 @@ def test_the_log_filter_scrubs_messages_and_tracebacks(monkeypatch):
         raise RuntimeError(f"bad key sk-abcdefghijklmnopqrstuvwx and {CANARY}")
     except RuntimeError:
         record.exc_info = sys.exc_info()
-    SecretFilter().filter(record)
+    secrets.SecretFilter().filter(record)
     assert CANARY not in record.getMessage()
     assert CANARY not in record.exc_text and "sk-abcdefghijklmnopqrstuvwx" not in record.exc_text
     assert scrub_secrets(f"x {CANARY}") == f"x {REDACTED}"
