@@ -37,9 +37,9 @@ def test_accumulation_counts_every_rank(smoke_cfg):
     two = _prepared(cfg, world_size=2).schedule
     assert one.accumulate == 6
     assert two.accumulate == 3
-    # Each rank sees half of the rows (the short remainder dropped), in whole optimizer steps.
+    # Each rank sees half of the rows (a short last global batch kept), in whole optimizer steps.
     rows = len(_prepared(cfg).rows)
-    assert two.micro_batches == rows // (4 * 2)
+    assert two.micro_batches == -(-rows // (4 * 2))
     assert two.steps == -(-two.micro_batches // 3)
     assert one.micro_batches == -(-rows // 4)
 
@@ -61,19 +61,36 @@ def test_each_epoch_has_its_own_shuffle(smoke_cfg):
     assert not np.array_equal(order, other.row_order())
 
 
-def test_two_ranks_get_disjoint_shards_of_equal_length():
+def test_two_ranks_get_disjoint_shards_that_cover_every_row():
     rows = _numbered_rows(23)
     order = np.random.default_rng(0).permutation(23)
     shards = [_MicroBatches(rows, order, batch_size=3, rank=r, world=2) for r in (0, 1)]
-    assert len(shards[0]) == len(shards[1]) == 23 // 6
+    assert len(shards[0]) == len(shards[1]) == -(-23 // 6)  # both ranks take every step
     seen = [[i for b in range(len(s)) for i in _row_ids(s[b])] for s in shards]
     assert all(len(ids) == len(set(ids)) for ids in seen)  # no row twice within a rank
     assert not set(seen[0]) & set(seen[1])  # no row on both ranks
-    # Together the ranks take the order's first whole global batches, step by step in order:
-    # global batch k is rank 0's micro-batch k, then rank 1's.
-    interleaved = [i for b in range(len(shards[0])) for s in shards for i in _row_ids(s[b])]
-    assert interleaved == order[: len(interleaved)].tolist()
-    assert len(interleaved) == 23 // 6 * 6
+    assert sorted(seen[0] + seen[1]) == list(range(23))  # no row dropped
+    # Global batch k is rank 0's micro-batch k, then rank 1's; the short last one (5 rows) is
+    # dealt round-robin, so the two micro-batches differ by at most one row.
+    full = 23 // 6
+    interleaved = [i for b in range(full) for s in shards for i in _row_ids(s[b])]
+    assert interleaved == order[: full * 6].tolist()
+    tail = order[full * 6 :].tolist()
+    assert _row_ids(shards[0][full]) == tail[0::2] and _row_ids(shards[1][full]) == tail[1::2]
+
+
+def test_a_rank_with_no_rows_left_gets_a_masked_filler_row():
+    rows = _numbered_rows(7)
+    order = np.arange(7)
+    # 7 rows, 3 per micro-batch, 4 ranks: one full global batch would need 12; the 7 rows
+    # are dealt 2, 2, 2, 1 - and with 2 rows left, ranks 2 and 3 get a filler row.
+    shards = [_MicroBatches(rows, order[:2], batch_size=3, rank=r, world=4) for r in range(4)]
+    batches = [s[0] for s in shards]
+    assert [b["_rows"] for b in batches] == [[0], [1], [], []]
+    for b in batches[2:]:
+        assert b["_loss_tokens"] == 0 and b["_real_tokens"] == 0
+        assert (b["labels"] == -100).all() and b["input_ids"].shape == (1, 4)
+    assert batches[0]["_loss_tokens"] == 4
 
 
 def test_datamodule_shards_by_the_trainer_rank(smoke_cfg):
@@ -97,7 +114,7 @@ def test_resume_position_counts_micro_batches_not_optimizer_steps():
     loader = ResumableLoader(_MicroBatches(rows, order, 2, 0, 1), accumulate=2, trainer=trainer)
     state = loader.state_dict()
     # 3 optimizer steps of 2 micro-batches: 6 micro-batches were consumed.
-    assert state == {"micro_batches_consumed": 6}
+    assert state == {"micro_batches_consumed": 6, "world_size": 1}
     resumed = ResumableLoader(_MicroBatches(rows, order, 2, 0, 1), accumulate=2, trainer=None)
     resumed.load_state_dict(state)
     assert len(resumed) == 10  # the epoch still reports all of its batches
@@ -107,15 +124,32 @@ def test_resume_position_counts_micro_batches_not_optimizer_steps():
     fresh = ResumableLoader(_MicroBatches(rows, order, 2, 0, 1), accumulate=2, trainer=None)
     fresh.load_state_dict({})  # a checkpoint without the key starts at the beginning
     assert [_row_ids(b) for b in fresh][0] == [0, 1]
-    assert fresh.state_dict() == {"micro_batches_consumed": 0}  # no trainer yet: nothing consumed
+    assert fresh.state_dict() == {"micro_batches_consumed": 0, "world_size": 1}  # no trainer yet: nothing consumed
 
 
-def test_one_device_keeps_a_short_micro_batch_several_devices_drop_it(smoke_cfg):
+def test_a_short_micro_batch_is_kept_on_one_device_and_on_several(smoke_cfg):
     cfg = smoke_cfg("data.seq_len=1024", "data.batch_size=64")
     one = _prepared(cfg, world_size=1)
     assert len(one.rows) < 64 and one.schedule.micro_batches == 1
-    with pytest.raises(ValueError, match=r"fewer than one micro-batch of data.batch_size=64 x 2 device"):
-        _prepared(cfg, world_size=2)
+    two = _prepared(cfg, world_size=2)
+    assert two.schedule.micro_batches == 1
+    n = len(two.rows)
+    with pytest.raises(ValueError, match=rf"only {n} packed rows of 1024 tokens for {n + 1} devices"):
+        _prepared(cfg, world_size=n + 1)
+
+
+def test_resume_under_another_world_size_is_refused():
+    rows = _numbered_rows(20)
+    two = ResumableLoader(_MicroBatches(rows, np.arange(20), 2, 0, 2), accumulate=1,
+                          trainer=SimpleNamespace(global_step=3))
+    state = two.state_dict()
+    assert state == {"micro_batches_consumed": 3, "world_size": 2}
+    one = ResumableLoader(_MicroBatches(rows, np.arange(20), 2, 0, 1), accumulate=1, trainer=None)
+    with pytest.raises(ValueError, match=r"written by 2 rank\(s\) and this run has 1"):
+        one.load_state_dict(state)
+    # a checkpoint from before the world size was recorded still resumes
+    one.load_state_dict({"micro_batches_consumed": 3})
+    assert [_row_ids(b) for b in one][0] == [6, 7]
 
 
 def _mix(path, ratio, seed=0) -> str:

@@ -18,6 +18,7 @@ PAIRED_TRAINER = {
     "slurm_1gpu": "default",
     "slurm_8gpu": "fsdp_8gpu",
     "slurm_cpu": "default",
+    "slurm_cpu2": "ddp_cpu2",
     "local": "default",
 }
 
@@ -64,8 +65,56 @@ def test_fsdp_trainer_has_the_default_trainer_keys():
     with initialize_config_dir(config_dir=str(CONF_DIR), version_base="1.3"):
         default = compose("train").trainer
         fsdp = compose("train", overrides=["trainer=fsdp_8gpu"]).trainer
-    assert sorted(fsdp.keys()) == sorted(default.keys())
+        ddp = compose("train", overrides=["trainer=ddp_cpu2"]).trainer
+    assert sorted(fsdp.keys()) == sorted(default.keys()) == sorted(ddp.keys())
     assert fsdp.strategy == "fsdp" and fsdp.devices == 8
+    assert ddp.strategy == "ddp" and ddp.devices == 2 and ddp.accelerator == "cpu"
+
+
+@pytest.mark.parametrize("name", ["train", "pipeline"])
+@pytest.mark.parametrize("trainer, launcher, ok", [
+    ("ddp_cpu2", "slurm_cpu2", True),
+    ("default", "slurm_1gpu", True),
+    ("ddp_cpu2", "slurm_cpu", False),    # 2 devices, 1 task per node
+    ("fsdp_8gpu", "slurm_1gpu", False),  # 8 devices, 1 task per node
+    ("default", "slurm_8gpu", False),    # 1 device, 8 tasks per node
+])
+def test_devices_and_tasks_per_node_must_agree_at_launch(name, trainer, launcher, ok):
+    from midtrain.launch import LaunchCheck
+
+    cfg = _compose(launcher, f"trainer={trainer}", name=name)
+    if ok:
+        LaunchCheck().on_multirun_start(cfg)
+    else:
+        with pytest.raises(ValueError, match=r"trainer.devices=\d+ but hydra.launcher.tasks_per_node=\d+"):
+            LaunchCheck().on_multirun_start(cfg)
+
+
+def test_launch_check_is_registered_with_hydra():
+    for name in ("train", "pipeline"):
+        cfg = _compose("local", name=name)
+        assert cfg.hydra.callbacks.launch_check._target_ == "midtrain.launch.LaunchCheck"
+
+
+def test_a_running_job_checks_slurms_task_count(monkeypatch):
+    from midtrain.launch import check_devices
+
+    with initialize_config_dir(config_dir=str(CONF_DIR), version_base="1.3"):
+        cfg = compose("train", overrides=["trainer=ddp_cpu2"])
+    monkeypatch.setenv("SLURM_NTASKS_PER_NODE", "2")
+    check_devices(cfg)
+    monkeypatch.setenv("SLURM_NTASKS_PER_NODE", "1(x2)")
+    with pytest.raises(ValueError, match="trainer.devices=2 but hydra.launcher.tasks_per_node=1"):
+        check_devices(cfg)
+
+
+def test_fsdp_on_cpu_is_refused_by_name():
+    from midtrain.launch import check_devices
+
+    with initialize_config_dir(config_dir=str(CONF_DIR), version_base="1.3"):
+        cfg = compose("train", overrides=["trainer=fsdp_8gpu", "trainer.accelerator=cpu", "trainer.devices=2"])
+    with pytest.raises(ValueError, match="trainer.strategy=fsdp needs GPUs"):
+        check_devices(cfg)
 
 
 def test_site_settings_reach_sbatch(tmp_path):

@@ -52,6 +52,9 @@ def stage_config(cfg: DictConfig, stage: str, objective: str, init_from: Path | 
 
 
 def _check(cfg: DictConfig) -> None:
+    from midtrain.launch import check_devices
+
+    check_devices(cfg)
     st = cfg.stages
     if st.midtrain.objective not in ("lm", "sft"):
         raise ValueError(f"stages.midtrain.objective={st.midtrain.objective!r}: expected lm or sft")

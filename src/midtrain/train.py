@@ -18,6 +18,7 @@ from typing import TYPE_CHECKING, Any
 import hydra
 from omegaconf import DictConfig, OmegaConf
 
+from midtrain.launch import check_devices
 from midtrain.paths import CONF_DIR
 from midtrain.tracking import RunDir, redact_config
 from midtrain.tracking.provenance import portable_config, portable_path, record_attempt, stage_provenance
@@ -235,6 +236,10 @@ def _callbacks(cfg: DictConfig, run: RunDir, model: "torch.nn.Module", dm: "Pack
         from midtrain.lightning.probe_callback import ProbeCallback
 
         callbacks.append(ProbeCallback(every_n_steps=int(probe_every), tokenizer=tokenizer))
+    if cfg.data.get("audit"):
+        from midtrain.lightning.data_audit import DataAudit
+
+        callbacks.append(DataAudit(run.path / "logs", dm.rows.row_segments))
     try:
         from midtrain.lightning.preemption import PreemptionCheckpoint
     except ImportError:
@@ -271,6 +276,20 @@ def _full_state_dict(trainer: "pl.Trainer", model: "torch.nn.Module") -> dict | 
     return get_model_state_dict(model, options=StateDictOptions(full_state_dict=True, cpu_offload=True))
 
 
+def _all_rank_loss(trainer: "pl.Trainer", module: Any) -> float | None:
+    """The last micro-batch's loss over every rank, weighted by each rank's labelled tokens."""
+    import torch
+
+    if module.last_loss is None:
+        return None
+    if trainer.world_size == 1:
+        return round(float(module.last_loss), 6)
+    n = float(module.last_loss_tokens)
+    total = trainer.strategy.reduce(torch.stack([module.last_loss.float() * n, module.last_loss.new_tensor(n)]),
+                                    reduce_op="sum")
+    return round(float(total[0] / total[1]), 6) if float(total[1]) > 0 else None
+
+
 def train(cfg: DictConfig, callbacks: list | None = None) -> dict:
     """Run one training stage; return its metrics (also in `<run_dir>/metrics.json`)."""
     run = RunDir.from_cfg(cfg)
@@ -291,6 +310,7 @@ def train(cfg: DictConfig, callbacks: list | None = None) -> dict:
     check_model_cfg(cfg.model)
     preserve = build_strategy(cfg.get("preserve"))
     preserve.check(cfg)
+    check_devices(cfg)
     if cfg.objective == "sft" and int(cfg.instruct.samples) <= 0:
         raise ValueError("objective=sft needs instruct.samples > 0")
     if cfg.objective == "lm" and int(cfg.corpus.num_docs) <= 0:
@@ -347,7 +367,7 @@ def train(cfg: DictConfig, callbacks: list | None = None) -> dict:
         **identity(cfg),
         "train": {
             "objective": cfg.objective,
-            "final_loss": round(float(module.last_loss), 6) if module.last_loss is not None else None,
+            "final_loss": _all_rank_loss(trainer, module),
             "global_steps": int(trainer.global_step),
             "parameters": count_parameters(model),
             "init_from": saved_cfg.get("init_from"),

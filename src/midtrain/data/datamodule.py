@@ -23,7 +23,7 @@ from omegaconf import DictConfig
 from torch.utils.data import DataLoader, Dataset, Sampler
 
 from midtrain.data.corpus import count_duplicates, draw, load_corpus, load_pool
-from midtrain.data.packing import PackedRows, Segment, concat_rows, lm_segment, pack_segments
+from midtrain.data.packing import IGNORE_INDEX, PackedRows, Segment, concat_rows, lm_segment, pack_segments
 from midtrain.data.sft import load_conversations, sft_segment
 from midtrain.preserve import ExtraData, Strategy, build_strategy
 
@@ -79,24 +79,47 @@ def conversation_segments(cfg: DictConfig, tokenizer: Any) -> tuple[list[Segment
 
 
 class _MicroBatches(Dataset):
-    """Micro-batch `i` of this rank: rows `order[(i * world + rank) * bs : ... + bs]`."""
+    """Micro-batch `i` of this rank: rows `order[(i * world + rank) * bs : ... + bs]`.
+
+    Every row is used: the last global batch, when short, is dealt round-robin over the ranks
+    (their micro-batches then differ by at most one row). A rank whose share is empty (fewer
+    rows left than ranks) gets one row with every label masked, so all ranks still take the
+    step together; its loss is zero and adds no gradient.
+    """
 
     def __init__(self, rows: PackedRows, order: np.ndarray, batch_size: int, rank: int, world: int):
         self.rows, self.order, self.bs = rows, order, batch_size
         self.rank, self.world = rank, world
-        self.total = -(-len(order) // batch_size) if world == 1 else len(order) // (batch_size * world)
+        self.total = -(-len(order) // (batch_size * world))
 
     def __len__(self) -> int:
         return self.total
 
+    def row_indices(self, i: int) -> np.ndarray:
+        """The packed rows of this rank's micro-batch `i` (empty: a masked filler row)."""
+        step = self.bs * self.world
+        block = self.order[i * step : (i + 1) * step]
+        if len(block) == step:
+            return block[self.rank * self.bs : (self.rank + 1) * self.bs]
+        return block[self.rank :: self.world]
+
     def __getitem__(self, i: int) -> dict[str, torch.Tensor]:
-        b = i * self.world + self.rank
-        idx = torch.as_tensor(self.order[b * self.bs : (b + 1) * self.bs])
+        rows = self.row_indices(i)
+        if len(rows) == 0:
+            idx = torch.as_tensor(self.order[:1])
+            labels = torch.full_like(self.rows.labels[idx], IGNORE_INDEX)
+            real = 0
+        else:
+            idx = torch.as_tensor(rows)
+            labels = self.rows.labels[idx]
+            real = int(self.rows.real_tokens[idx].sum())
         return {
             "input_ids": self.rows.input_ids[idx],
-            "labels": self.rows.labels[idx],
+            "labels": labels,
             "position_ids": self.rows.position_ids[idx],
-            "_real_tokens": int(self.rows.real_tokens[idx].sum()),  # host int: throughput without a device sync
+            "_real_tokens": real,  # host int: throughput without a device sync
+            "_loss_tokens": int((labels != IGNORE_INDEX).sum()),  # host int: 0 only for a filler row
+            "_rows": [int(r) for r in rows],  # packed row indices, for the data audit
         }
 
 
@@ -123,12 +146,21 @@ class ResumableLoader(DataLoader):
         super().__init__(dataset, batch_size=None, sampler=self._skip_sampler, num_workers=num_workers)
         self._accumulate = accumulate
         self._trainer = trainer
+        self._world = dataset.world
 
     def state_dict(self) -> dict:
         step = self._trainer.global_step if self._trainer is not None else 0
-        return {"micro_batches_consumed": step * self._accumulate}
+        return {"micro_batches_consumed": step * self._accumulate, "world_size": self._world}
 
     def load_state_dict(self, state: dict) -> None:
+        saved_world = int(state.get("world_size", self._world))
+        if saved_world != self._world:
+            # The position is a count of per-rank micro-batches: under another world size it
+            # would point at other rows, so the resumed run would see a different data order.
+            raise ValueError(
+                f"the checkpoint was written by {saved_world} rank(s) and this run has {self._world}: "
+                f"resume with trainer.devices x trainer.num_nodes = {saved_world}, or start over with resume=never"
+            )
         self._skip_sampler.skip = int(state.get("micro_batches_consumed", 0))
         if self._skip_sampler.skip:
             log.info("resuming data at micro-batch %d of %d", self._skip_sampler.skip, self._skip_sampler.n)
@@ -197,13 +229,12 @@ class PackedDataModule(pl.LightningDataModule):
         if int(data.epochs) < 1:
             raise ValueError(f"data.epochs={data.epochs}: must be at least 1")
         rows_total = len(self.rows) * int(data.epochs)
-        # One device keeps a short last micro-batch; several devices drop it so every rank
-        # runs the same number of steps.
-        micro = -(-rows_total // bs) if world == 1 else rows_total // (bs * world)
-        if micro == 0:
+        # A short last global batch is kept (dealt over the ranks), so no row is ever dropped.
+        micro = -(-rows_total // (bs * world))
+        if rows_total < world:
             raise ValueError(
-                f"only {len(self.rows)} packed rows of {seq_len} tokens: fewer than one micro-batch of "
-                f"data.batch_size={bs} x {world} device(s); lower data.batch_size or data.seq_len"
+                f"only {len(self.rows)} packed rows of {seq_len} tokens for {world} devices: every device "
+                f"needs at least one row; lower data.seq_len or use fewer devices"
             )
         accumulate = 1
         if data.get("tokens_per_step"):

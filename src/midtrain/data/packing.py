@@ -60,6 +60,7 @@ class PackedRows:
     position_ids: torch.Tensor    # [rows, seq_len] int64
     real_tokens: torch.Tensor     # [rows] non-padding tokens per row
     stats: PackStats = field(default_factory=PackStats)
+    row_segments: list[list[int]] = field(default_factory=list)  # per row: index of each piece's input segment
 
     def __len__(self) -> int:
         return self.input_ids.shape[0]
@@ -80,12 +81,15 @@ def pack_segments(segments: list[Segment], seq_len: int, pad_id: int, max_len: i
     max_len = min(max_len or seq_len, seq_len)
     stats = PackStats(documents=len(segments))
     pieces: list[Segment] = []
-    for seg in segments:
+    source: list[int] = []  # piece -> index of the segment it came from
+    for j, seg in enumerate(segments):
         if len(seg) == 0:
             continue
         parts = split_segment(seg, max_len) if len(seg) > max_len else [seg]
         stats.documents_split += len(parts) > 1
-        pieces.extend(p for p in parts if len(p) > 0)
+        kept = [p for p in parts if len(p) > 0]
+        pieces.extend(kept)
+        source.extend([j] * len(kept))
     stats.pieces = len(pieces)
     # Best fit decreasing: longest first, each into the row with the least room that fits it.
     order = sorted(range(len(pieces)), key=lambda i: (-len(pieces[i]), i))
@@ -126,11 +130,15 @@ def pack_segments(segments: list[Segment], seq_len: int, pad_id: int, max_len: i
     stats.rows = n_rows
     stats.slots = n_rows * seq_len
     stats.loss_tokens = int((labels != IGNORE_INDEX).sum())
-    return PackedRows(input_ids, labels, position_ids, real, stats)
+    return PackedRows(input_ids, labels, position_ids, real, stats,
+                      row_segments=[[source[i] for i in members] for members in rows])
 
 
 def concat_rows(first: PackedRows, second: PackedRows) -> PackedRows:
-    """Rows of `first` followed by rows of `second` (same seq_len), with summed statistics."""
+    """Rows of `first` followed by rows of `second` (same seq_len), with summed statistics.
+
+    Segment indices of `second` continue after `first`'s segments, as if both lists were one.
+    """
     if first.input_ids.shape[1] != second.input_ids.shape[1]:
         raise ValueError("concat_rows: the two packings have different seq_len")
     a, b = first.stats, second.stats
@@ -142,6 +150,7 @@ def concat_rows(first: PackedRows, second: PackedRows) -> PackedRows:
         torch.cat([first.position_ids, second.position_ids]),
         torch.cat([first.real_tokens, second.real_tokens]),
         stats,
+        row_segments=first.row_segments + [[s + a.documents for s in r] for r in second.row_segments],
     )
 
 

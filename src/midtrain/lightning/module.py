@@ -38,9 +38,16 @@ class CausalLMModule(pl.LightningModule):
         self.total_steps = int(total_steps)
         self.preserve = preserve if preserve is not None else build_strategy(None)
         self.last_loss: torch.Tensor | None = None
+        self.last_loss_tokens = 0  # labelled tokens behind last_loss (weights the all-rank mean)
 
     def outputs(self, batch: dict[str, torch.Tensor]):
         """The model's outputs on a packed batch, with the cross-entropy over labelled tokens as `.loss`."""
+        if batch.get("_loss_tokens") == 0:
+            # A filler micro-batch (a rank with no rows left in the last global batch): every
+            # parameter takes part, as DDP requires, and nothing is learned from it.
+            out = self.model(input_ids=batch["input_ids"], position_ids=batch["position_ids"], use_cache=False)
+            out.loss = out.logits.sum() * 0.0
+            return out
         return self.model(
             input_ids=batch["input_ids"],
             position_ids=batch["position_ids"],
@@ -57,8 +64,11 @@ class CausalLMModule(pl.LightningModule):
     def training_step(self, batch: dict[str, torch.Tensor], batch_idx: int) -> torch.Tensor:
         loss, extra = self.preserve.loss(batch, self.outputs(batch))
         self.last_loss = loss.detach()
+        self.last_loss_tokens = int(batch.get("_loss_tokens", 1))
         bs = batch["input_ids"].shape[0]
-        self.log("train/loss", loss, on_step=True, prog_bar=True, batch_size=bs)
+        # Several ranks: the logged loss is the mean over ranks (each rank sees other rows).
+        self.log("train/loss", loss, on_step=True, prog_bar=True, batch_size=bs,
+                 sync_dist=self._trainer is not None and self.trainer.world_size > 1)
         for name, value in extra.items():
             self.log(name, value, on_step=True, batch_size=bs)
         return loss
