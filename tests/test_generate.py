@@ -11,7 +11,6 @@ from pathlib import Path
 import pytest
 from hydra import compose, initialize_config_dir
 from omegaconf import OmegaConf
-from omegaconf.errors import MissingMandatoryValue
 
 from midtrain.generate import generate
 from midtrain.generation.filters import FilterConfig, apply_filters, near_duplicates, reject_reason
@@ -47,14 +46,11 @@ def test_published_corpus_configs_use_the_corpus_keys_and_require_id_and_revisio
         cfg = compose("train", overrides=[f"corpus={name}"])
         template = compose("train", overrides=["corpus=template_animal_welfare"])
     assert set(cfg.corpus) == set(template.corpus)
-    assert cfg.corpus.source == "hf"
-    assert OmegaConf.is_missing(cfg.corpus, "hf_id") and OmegaConf.is_missing(cfg.corpus, "revision")
+    assert cfg.corpus.source == "hf" and cfg.corpus.text_field == "output"
+    assert cfg.corpus.hf_id.startswith("CompassioninMachineLearning/") and OmegaConf.is_missing(cfg.corpus, "revision")
     from midtrain.data.corpus import load_pool
 
-    with pytest.raises(MissingMandatoryValue, match="hf_id"):
-        load_pool(cfg.corpus)
-    cfg.corpus.hf_id = "someone/some-corpus"
-    with pytest.raises(MissingMandatoryValue, match="revision"):
+    with pytest.raises(ValueError, match="corpus.revision is required for the hub dataset 'CompassioninMachineLearning/"):
         load_pool(cfg.corpus)
 
 
@@ -126,6 +122,36 @@ def test_near_duplicates_finds_edited_copies_only():
     assert near_duplicates(docs + [edited], 0.8) == {200: 10}
 
 
+def test_near_duplicate_candidates_come_from_datasketch_lsh(monkeypatch):
+    datasketch = pytest.importorskip("datasketch")
+    queried = []
+    real_query = datasketch.MinHashLSH.query
+    monkeypatch.setattr(datasketch.MinHashLSH, "query", lambda self, mh: queried.append(mh) or real_query(self, mh))
+    docs = [d["text"] for d in template_documents("animal_welfare", 30, seed=1)]
+    assert near_duplicates(docs + [docs[3] + " And one more line."], 0.8) == {30: 3}
+    assert len(queried) == 31 and all(isinstance(m, datasketch.MinHash) for m in queried)
+
+
+def test_near_duplicates_agree_with_exact_pairwise_jaccard():
+    from midtrain.generation.filters import _shingles, jaccard
+
+    base = [d["text"] for d in template_documents("urban_density", 40, seed=3)]
+    words = base[5].split()
+    variants = [" ".join(words[:-k]) for k in (1, 3, 8, 20, 40)]  # ever weaker copies of doc 5
+    texts = base + variants
+    sets = [_shingles(t, 5) for t in texts]
+    expected, kept = {}, []
+    for i, s in enumerate(sets):  # the quadratic reference: first kept text at or above 0.8
+        j = next((k for k in kept if jaccard(s, sets[k]) >= 0.8), None)
+        if j is None:
+            kept.append(i)
+        else:
+            expected[i] = j
+    assert expected  # some variants are near-duplicates, and the weakest ones are not
+    assert len(expected) < len(variants)
+    assert near_duplicates(texts, 0.8, num_perm=128, bands=32) == expected
+
+
 # Bad input, before any request -------------------------------------------------------------
 @pytest.mark.parametrize(("overrides", "pattern"), [
     (["num_docs=0"], "num_docs must be a positive integer"),
@@ -193,3 +219,37 @@ def test_api_key_never_reaches_disk_or_logs(tmp_path, monkeypatch, caplog):
     for p in files:
         assert secret not in p.read_text(), p
     assert secret not in caplog.text
+
+
+def test_doc_tag_is_written_beside_the_text_and_trained_without_loss(tmp_path):
+    from midtrain.data.datamodule import document_segments
+    from midtrain.data.packing import IGNORE_INDEX
+    from midtrain.models.build import build_tokenizer
+    from tests.conftest import compose_cfg, smoke_overrides
+
+    plain_m = generate(_cfg("generator=template", "num_docs=6", f"out_dir={tmp_path / 'plain'}"))
+    tagged_m = generate(_cfg("generator=template", "num_docs=6", f"out_dir={tmp_path / 'tagged'}",
+                             "doc_tag='<DOCTAG> '"))
+    plain, tagged = _jsonl(tmp_path / "plain" / "documents.jsonl"), _jsonl(tmp_path / "tagged" / "documents.jsonl")
+    assert plain_m["doc_tag"] == "" and tagged_m["doc_tag"] == "<DOCTAG> "
+    assert [d["text"] for d in tagged] == [d["text"] for d in plain]  # the text itself is untouched
+    assert all("doc_prefix" not in d for d in plain) and all(d["doc_prefix"] == "<DOCTAG> " for d in tagged)
+
+    def segments(folder, *extra):
+        cfg = compose_cfg("train", smoke_overrides(tmp_path, tmp_path / folder / "documents.jsonl")
+                          + ["corpus.num_docs=6", *extra])
+        segs, _ = document_segments(cfg, build_tokenizer(cfg.model))
+        return segs
+
+    tok = build_tokenizer(compose_cfg("train", smoke_overrides(tmp_path)).model)
+    tag_ids = tok(["<DOCTAG> "], add_special_tokens=False)["input_ids"][0]
+    a, b = segments("plain"), segments("tagged")
+    assert [len(s) - len(t) for s, t in zip(b, a)] == [len(tag_ids)] * 6
+    for s, t in zip(b, a):
+        head = len(s) - len(t) + (1 if tok.bos_token_id is not None else 0)
+        assert s.labels[:head] == [IGNORE_INDEX] * head  # BOS and tag: no loss
+        assert [x for x in s.labels if x != IGNORE_INDEX] == [x for x in t.labels if x != IGNORE_INDEX]
+    # corpus.doc_prefix, when set, overrides the generator's tag
+    c = segments("tagged", "corpus.doc_prefix='<T> '")
+    t_ids = tok(["<T> "], add_special_tokens=False)["input_ids"][0]
+    assert [len(s) - len(t) for s, t in zip(c, a)] == [len(t_ids)] * 6

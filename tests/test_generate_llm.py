@@ -148,7 +148,8 @@ def test_pipeline_stages_filters_and_manifest(tmp_path):
     assert manifest["num_written"] == 4 and manifest["shortfall"] == 0
     assert manifest["stages"]["documents"] == {"items": 14, "reused": 0, "completed": 14, "failed": 0, "done": 14,
                                                "input_tokens": manifest["stages"]["documents"]["input_tokens"],
-                                               "output_tokens": 140}
+                                               "output_tokens": 140,
+                                               "seconds": manifest["stages"]["documents"]["seconds"]}
     assert manifest["model"] == "mockllm/model" and manifest["seed"] == 0
     assert set(manifest["prompt_hashes"]) >= {"write_document", "revise_document", "brainstorm_ideas"}
     assert manifest["tokens"]["n"] == 4 and manifest["tokens"]["min"] > 80

@@ -4,7 +4,10 @@ A stage is a list of work items, each with a stable key. Finished items are appe
 `<out_dir>/stages/<stage>.jsonl` (flushed and fsynced) the moment their request returns, so a
 crash or Ctrl-C loses only the requests in flight; re-running skips every key already on disk.
 A request that still fails after inspect-ai's own retries is counted as failed, written to
-`<stage>.failed.jsonl` for inspection, and tried again on the next run.
+`<stage>.failed.jsonl` for inspection, and tried again on the next run. An answer that arrives
+but cannot be used (a refusal, a truncated document, a list with no items) is not a failure:
+the parser records why in its `status`, the record is stored with the raw `completion`, and a
+re-run reuses it instead of asking again (delete its line to ask again).
 """
 
 from __future__ import annotations
@@ -13,6 +16,7 @@ import asyncio
 import json
 import logging
 import os
+import time
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable
@@ -79,7 +83,7 @@ class WorkItem:
 
 @dataclass
 class StageResult:
-    """Counts for the manifest."""
+    """Counts for the manifest (`seconds`: wall time this run spent on the stage's requests)."""
 
     name: str
     items: int = 0
@@ -88,11 +92,13 @@ class StageResult:
     failed: int = 0
     input_tokens: int = 0
     output_tokens: int = 0
+    seconds: float = 0.0
 
     def as_dict(self) -> dict:
         return {"items": self.items, "reused": self.reused, "completed": self.completed,
                 "failed": self.failed, "done": self.reused + self.completed,
-                "input_tokens": self.input_tokens, "output_tokens": self.output_tokens}
+                "input_tokens": self.input_tokens, "output_tokens": self.output_tokens,
+                "seconds": round(self.seconds, 2)}
 
 
 async def _run_stage(name: str, items: list[WorkItem], store: StageStore, model: Any,
@@ -104,6 +110,8 @@ async def _run_stage(name: str, items: list[WorkItem], store: StageStore, model:
     if not todo:
         return result
     sem = asyncio.Semaphore(max(1, concurrency))
+    config = generate_kwargs.get("config")
+    limit = getattr(config, "max_tokens", None) or getattr(getattr(model, "config", None), "max_tokens", None)
     bar = tqdm(total=len(items), initial=result.reused, desc=f"generate:{name}", disable=not progress,
                unit="req", dynamic_ncols=True)
 
@@ -113,7 +121,8 @@ async def _run_stage(name: str, items: list[WorkItem], store: StageStore, model:
                 output = await model.generate(item.messages, **generate_kwargs)
                 if output.error:
                     raise RuntimeError(output.error)
-                fields = parse(output.completion)
+                cut = _hit_token_limit(output, limit)
+                fields = parse(output.completion, truncated=True) if cut else parse(output.completion)
             except Exception as e:  # noqa: BLE001 - one failed request must not stop the run
                 result.failed += 1
                 msg = scrub_secrets(f"{type(e).__name__}: {e}")[:2000]
@@ -124,15 +133,28 @@ async def _run_stage(name: str, items: list[WorkItem], store: StageStore, model:
             if output.usage is not None:
                 result.input_tokens += output.usage.input_tokens or 0
                 result.output_tokens += output.usage.output_tokens or 0
-            store.append({"key": item.key, **item.meta, **fields})
+            # The raw completion is kept with its parse: an answer that could not be used can be
+            # read, and a fixed parser can be checked against it, without asking again.
+            store.append({"key": item.key, **item.meta, **fields, "completion": output.completion,
+                          "hit_token_limit": cut})
             result.completed += 1
             bar.update(1)
 
+    start = time.perf_counter()
     try:
         await asyncio.gather(*(one(it) for it in todo))
     finally:
+        result.seconds = time.perf_counter() - start  # wall time of this run's requests
         bar.close()
     return result
+
+
+def _hit_token_limit(output: Any, limit: int | None) -> bool:
+    """True when the completion stopped at its token budget (some providers only report usage)."""
+    if getattr(output, "stop_reason", None) == "max_tokens":
+        return True
+    used = output.usage.output_tokens if output.usage is not None else None
+    return bool(limit and used and used >= limit)
 
 
 def _append_failure(path: Path, key: str, msg: str) -> None:
@@ -153,7 +175,8 @@ def run_stage(name: str, items: list[WorkItem], store: StageStore, model: Any,
         model: an inspect-ai `Model` (`get_model(...)`); its GenerateConfig sets
             max_connections, max_retries and timeouts.
         parse: turns a completion into the fields stored with the item; raising counts the
-            request as failed.
+            request as failed. A completion that stopped at its token budget is parsed with
+            `truncated=True` (the parser decides what a cut-off answer is worth).
         generate_kwargs: extra keyword arguments for `Model.generate` (e.g. `cache`).
         concurrency: most requests awaited at once (inspect's max_connections still applies).
         progress: show a progress bar.
