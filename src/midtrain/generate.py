@@ -26,6 +26,7 @@ from midtrain.generation import template as tmpl
 from midtrain.generation.filters import FilterConfig, apply_filters, count_reasons, count_tokens, count_words
 from midtrain.generation.match import load_match
 from midtrain.generation.universe import Universe, universe_from_mapping
+from midtrain.generation.variety import diversity_stats
 from midtrain.paths import CONF_DIR
 from midtrain.providers import check_client
 from midtrain.tracking import atomic_write_json, atomic_write_text, read_json, redact_config
@@ -68,6 +69,38 @@ def _model_args(gen: DictConfig) -> dict:
     return OmegaConf.to_container(args, resolve=True) if args is not None else {}
 
 
+def check_model_path(gen: DictConfig) -> str | None:
+    """The `generator.model_path` spec after checking it names something that exists (None if unset).
+
+    A local Hugging Face directory, a `.gguf` file, or `package:<module>[/<file>.gguf]` (a GGUF
+    file shipped in an installed package); GGUF files are converted once by `build_model`.
+    """
+    spec = gen.get("model_path")
+    if not spec:
+        return None
+    spec = str(spec)
+    if not str(gen.model).startswith("hf/"):
+        raise ValueError(f"generator.model_path={spec!r} is for the hf/ provider, but generator.model={gen.model!r}")
+    if spec.startswith("package:") or spec.endswith(".gguf"):
+        from midtrain.models.gguf import resolve_gguf_file
+
+        try:
+            resolve_gguf_file(spec)
+        except (FileNotFoundError, ImportError, ValueError) as e:
+            raise ValueError(f"generator.model_path={spec!r}: {e}") from e
+    elif not (Path(spec).expanduser() / "config.json").is_file():
+        raise ValueError(f"generator.model_path={spec!r}: not a Hugging Face model directory (no config.json)")
+    return spec
+
+
+def _local_weights(spec: str) -> str:
+    if spec.startswith("package:") or spec.endswith(".gguf"):
+        from midtrain.models.gguf import converted_gguf_dir
+
+        return str(converted_gguf_dir(spec))
+    return str(Path(spec).expanduser())
+
+
 def build_model(gen: DictConfig) -> Any:
     """An inspect-ai Model for the generator config; provider errors are raised before any request."""
     from inspect_ai.model import GenerateConfig, get_model
@@ -75,9 +108,16 @@ def build_model(gen: DictConfig) -> Any:
     model_args = _model_args(gen)
     check_model_access(gen.model, model_args)
     check_client(gen.model, "generator.model")
+    spec = check_model_path(gen)
+    if spec:
+        model_args["model_path"] = _local_weights(spec)
+    if gen.get("cpu_threads"):  # a local model in this process: torch's intra-op threads
+        import torch
+
+        torch.set_num_threads(int(gen.cpu_threads))
     config = GenerateConfig(
         temperature=gen.temperature, max_tokens=gen.max_tokens, max_connections=gen.max_connections,
-        max_retries=gen.max_retries, timeout=gen.timeout,
+        max_retries=gen.max_retries, timeout=gen.timeout, seed=gen.get("seed"),
     )
     try:
         return get_model(gen.model, config=config, base_url=gen.get("model_base_url"), memoize=False, **model_args)
@@ -154,6 +194,7 @@ def validate(cfg: DictConfig) -> tuple[Universe, FilterConfig, Path]:
         raise ValueError("generator.model is required for LLM generation, e.g. generator.model=anthropic/claude-sonnet-4-5")
     else:
         check_model_access(cfg.generator.model, _model_args(cfg.generator))
+        check_model_path(cfg.generator)
     share = cfg.get("max_shortfall_share")
     if share is not None and not (isinstance(share, (int, float)) and 0 <= share <= 1):
         raise ValueError(f"max_shortfall_share must be null or a number in [0, 1], got {share!r}")
@@ -221,7 +262,9 @@ def _settings(gen: DictConfig):
     return LLMSettings(num_doc_types=gen.num_doc_types, num_ideas=gen.num_ideas, oversample=gen.oversample,
                        revise=gen.revise, concurrency=gen.max_connections,
                        questions_per_request=gen.questions_per_request, qa_min_words=gen.qa_min_words,
-                       qa_max_words=gen.qa_max_words, generate_kwargs=kwargs)
+                       qa_max_words=gen.qa_max_words, variety=bool(gen.get("variety", True)),
+                       doc_type_quota=gen.get("doc_type_quota"), list_max_tokens=gen.get("list_max_tokens"),
+                       generate_kwargs=kwargs)
 
 
 def generate(cfg: DictConfig, model: Any = None) -> dict:
@@ -269,6 +312,9 @@ def generate(cfg: DictConfig, model: Any = None) -> dict:
                                              seed=int(cfg.seed), settings=settings, filters=filters,
                                              progress=bool(cfg.progress))
 
+    doc_tag = str(cfg.get("doc_tag") or "")
+    if doc_tag and cfg.mode == "documents":  # the tag travels with each document, outside its text
+        records = [{**r, "doc_prefix": doc_tag} for r in records]
     out_file = out_dir / OUTPUT_FILES[cfg.mode]
     atomic_write_text(out_file, "".join(json.dumps(r, ensure_ascii=False) + "\n" for r in records))
     manifest = _manifest(cfg, universe, records, parts, match, out_file)
@@ -301,6 +347,15 @@ def _texts(records: list[dict], mode: str) -> list[str]:
     return [r["text"] if mode == "documents" else r["messages"][-1]["content"] for r in records]
 
 
+def _dedup_checked(cfg: DictConfig, parts: dict) -> int | None:
+    """How many texts went through the near-duplicate check (None when it is off)."""
+    if cfg.filters.get("dedup_threshold") is None:
+        return None
+    if "dedup_checked" in parts:
+        return int(parts["dedup_checked"])
+    return int(parts.get("passed_filters", 0)) + int(parts.get("rejected", {}).get("near_duplicate", 0))
+
+
 def _manifest(cfg: DictConfig, universe: Universe, records: list[dict], parts: dict, match, out_file: Path) -> dict:
     texts = _texts(records, cfg.mode)
     tokens = [count_tokens(t) for t in texts]
@@ -317,6 +372,7 @@ def _manifest(cfg: DictConfig, universe: Universe, records: list[dict], parts: d
         "model": cfg.generator.get("model"),
         "num_requested": int(cfg.num_docs),
         "num_written": len(records),
+        "doc_tag": str(cfg.get("doc_tag") or "") if cfg.mode == "documents" else "",
         "shortfall": max(0, int(cfg.num_docs) - len(records)),
         **parts,
         "filters": OmegaConf.to_container(cfg.filters, resolve=True),
@@ -324,6 +380,7 @@ def _manifest(cfg: DictConfig, universe: Universe, records: list[dict], parts: d
         "token_counter": "regex words and punctuation marks",
         "tokens": length_stats(tokens),
         "words": length_stats([count_words(t) for t in texts]),
+        "diversity": diversity_stats(texts, parts.get("rejected"), _dedup_checked(cfg, parts)),
         "version": __version__,
     }
     if cfg.mode == "documents":

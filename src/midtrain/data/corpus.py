@@ -13,7 +13,7 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-from omegaconf import DictConfig
+from omegaconf import DictConfig, OmegaConf
 
 from midtrain.paths import RESOURCES_DIR
 
@@ -65,7 +65,10 @@ def _documents_from_rows(rows: list[dict], text_field: str, origin: str) -> list
             raise ValueError(f"{origin}: row {i + 1} has no string field {text_field!r}")
         if not text.strip():
             raise ValueError(f"{origin}: row {i + 1} has an empty {text_field!r}")
-        docs.append({"id": str(row.get("id", i)), "text": text, "doc_type": row.get("doc_type")})
+        doc = {"id": str(row.get("id", i)), "text": text, "doc_type": row.get("doc_type")}
+        if isinstance(row.get("doc_prefix"), str) and row["doc_prefix"]:
+            doc["doc_prefix"] = row["doc_prefix"]  # a tag the generator asked for (trained without loss)
+        docs.append(doc)
     return docs
 
 
@@ -104,7 +107,9 @@ def load_pool(cfg: DictConfig) -> list[dict]:
     if source == "hf":
         if not cfg.hf_id:
             raise ValueError("corpus.hf_id is required when corpus.source=hf")
-        rows = load_hf_rows(cfg.hf_id, cfg.revision, cfg.split, "corpus")
+        # A local folder needs no revision; a hub id without one fails in load_hf_rows, by name.
+        revision = None if OmegaConf.is_missing(cfg, "revision") else cfg.revision
+        rows = load_hf_rows(cfg.hf_id, revision, cfg.split, "corpus")
         if rows and cfg.text_field not in rows[0]:
             raise ValueError(f"{cfg.hf_id}: no column {cfg.text_field!r} (columns: {sorted(rows[0])})")
         return _documents_from_rows(rows, cfg.text_field, str(cfg.hf_id))

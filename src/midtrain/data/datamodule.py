@@ -43,9 +43,14 @@ def document_segments(cfg: DictConfig, tokenizer: Any) -> tuple[list[Segment], d
     if duplicates:
         log.warning("corpus %s: %d of %d documents repeat another document exactly (corpus.drop_duplicates=true "
                     "removes them from the pool)", corpus.name, duplicates, len(docs))
-    prefix = _tokenize(tokenizer, [corpus.doc_prefix])[0] if corpus.get("doc_prefix") else []
+    # The tag before each document (no loss): corpus.doc_prefix for all, else the one a
+    # generated corpus wrote into each record (midtrain-generate doc_tag=...), else none.
+    prefixes = [corpus.get("doc_prefix") or d.get("doc_prefix") or "" for d in docs]
+    distinct = sorted(set(prefixes) - {""})
+    prefix_ids = dict(zip(distinct, _tokenize(tokenizer, distinct)))
     bos, eos = tokenizer.bos_token_id, tokenizer.eos_token_id
-    segs = [lm_segment(ids, bos, eos, prefix) for ids in _tokenize(tokenizer, [d["text"] for d in docs])]
+    segs = [lm_segment(ids, bos, eos, prefix_ids.get(p, []))
+            for ids, p in zip(_tokenize(tokenizer, [d["text"] for d in docs]), prefixes)]
     info = {"documents": len(segs), "duplicate_documents": duplicates, **dropped, "mix_documents": 0}
     mix = corpus.get("mix")
     if mix:
