@@ -7,6 +7,17 @@ from collections import Counter
 from pathlib import Path
 
 
+def generate_anyway(cfg, model=None) -> dict:
+    """Run generation and return its manifest, also when it ends in a shortfall (a small model's
+    output can yield no document at all; the manifest is written before the error)."""
+    from midtrain.generate import GenerationShortfall, generate
+
+    try:
+        return generate(cfg, model=model)
+    except GenerationShortfall:
+        return json.loads((Path(str(cfg.out_dir)) / "manifest.json").read_text())
+
+
 def jsonl(path: Path) -> list[dict]:
     return [json.loads(line) for line in path.read_text().splitlines() if line.strip()] if path.exists() else []
 

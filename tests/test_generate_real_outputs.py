@@ -17,9 +17,8 @@ import pytest
 from hydra import compose, initialize_config_dir
 from omegaconf import OmegaConf
 
-from midtrain.generate import generate
 from midtrain.paths import CONF_DIR
-from tests.generation_checks import assert_manifest_matches_files, jsonl
+from tests.generation_checks import assert_manifest_matches_files, generate_anyway, jsonl
 
 inspect_model = pytest.importorskip("inspect_ai.model")
 
@@ -90,13 +89,13 @@ def test_fixture_holds_the_kinds_of_real_output_the_parsers_must_survive():
 def test_pipeline_on_real_completions_counts_what_it_cannot_use(tmp_path):
     out = tmp_path / "c"
     script = Replay()
-    manifest = generate(_cfg(out), model=script.model())
+    manifest = generate_anyway(_cfg(out), model=script.model())
     assert_manifest_matches_files(out, manifest, num_docs=3)
     assert manifest["unparseable"]  # real output always has some
     assert sum(manifest["stages"][s]["completed"] for s in manifest["stages"]) == len(script.prompts)
 
     again = Replay()
-    assert generate(_cfg(out), model=again.model()) == {**manifest, "stages": again_stages(out, manifest)}
+    assert generate_anyway(_cfg(out), model=again.model()) == {**manifest, "stages": again_stages(out, manifest)}
     assert again.prompts == []  # unusable answers are stored, not asked again
 
 
@@ -108,17 +107,17 @@ def again_stages(out: Path, manifest: dict) -> dict:
 
 def test_resume_on_partial_real_output_gives_the_uninterrupted_corpus(tmp_path):
     reference = tmp_path / "ref"
-    generate(_cfg(reference), model=Replay().model())
+    generate_anyway(_cfg(reference), model=Replay().model())
 
     out = tmp_path / "c"
     with pytest.raises(KeyboardInterrupt):
-        generate(_cfg(out), model=Replay(interrupt_after_docs=3).model())
+        generate_anyway(_cfg(out), model=Replay(interrupt_after_docs=3).model())
     stage_file = out / "stages" / "documents.jsonl"
     assert len(jsonl(stage_file)) == 3
     with open(stage_file, "a") as f:  # a line torn by the crash
         f.write('{"key": "doc:0000')
     second = Replay()
-    manifest = generate(_cfg(out), model=second.model())
+    manifest = generate_anyway(_cfg(out), model=second.model())
     assert manifest["stages"]["documents"]["reused"] == 3
     assert not any(MARKERS["doc_types"] in p or MARKERS["ideas"] in p for p in second.prompts)
     assert jsonl(out / "documents.jsonl") == jsonl(reference / "documents.jsonl")

@@ -339,7 +339,8 @@ class GenerationShortfall(RuntimeError):
 
 def _shortfall_reasons(parts: dict) -> str:
     """Per-reason counts of what did not become a record: failed or missing requests, then filter rejections."""
-    counts = {**(parts.get("not_ready") or {}), **{f"rejected:{k}": v for k, v in (parts.get("rejected") or {}).items()}}
+    counts = {**(parts.get("not_ready") or {}), "upstream_unparseable": parts.get("upstream_unparseable", 0),
+              **{f"rejected:{k}": v for k, v in (parts.get("rejected") or {}).items()}}
     return ", ".join(f"{k}={v}" for k, v in counts.items() if v) or "no candidates"
 
 
