@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import re
+
 import pytest
 from omegaconf import OmegaConf
 
@@ -55,7 +57,7 @@ def test_experiments_set_condition_universe_and_run_id(tmp_path, experiment, con
     assert cfg.condition == condition and cfg.universe == universe
     assert cfg.corpus.universe == universe
     expected = "base-tiny-llama-i16-s0" if experiment == "base" else f"{condition}-tiny-llama-n32-i16-s0"
-    assert cfg.run_id == expected
+    assert re.fullmatch(re.escape(expected) + r"-[0-9a-f]{8}", cfg.run_id), cfg.run_id
     assert cfg.run_dir == f"{tmp_path}/s/{cfg.run_id}"
 
 

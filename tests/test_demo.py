@@ -155,5 +155,5 @@ def test_demo_grid_on_the_tiny_model_end_to_end(tmp_path, capsys):
     assert time.monotonic() - t0 < 60
     assert again["conditions"] == result["conditions"]
     sweep = Path(result["sweep_dir"])
-    assert sorted(p.name for p in sweep.iterdir() if not p.name.startswith(".")) == [
+    assert sorted(p.name.rsplit("-", 1)[0] for p in sweep.iterdir() if not p.name.startswith(".")) == [
         "control-tiny-llama-n8-i4-s0", "treatment-tiny-llama-n8-i4-s0"]

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import re
 
 import pytest
 import torch
@@ -23,7 +24,7 @@ def test_treatment_pipeline_runs_both_stages_and_gathers_metrics(tmp_path):
     cfg = compose_cfg("pipeline", _overrides(tmp_path, "experiment=treatment", "instruct.samples=16"))
     metrics = pipeline(cfg)
     run = RunDir.from_cfg(cfg)
-    assert run.path.name == "treatment-tiny-llama-n24-i16-s0"
+    assert re.fullmatch(r"treatment-tiny-llama-n24-i16-s0-[0-9a-f]{8}", run.path.name), run.path.name
     for stage in ("midtrain", "instruct"):
         assert (run.path / stage / "DONE").exists()
         assert (run.path / stage / "hf" / "model.safetensors").exists()
@@ -86,7 +87,7 @@ def test_base_condition_skips_midtraining(tmp_path):
     assert not (run.path / "midtrain").exists()
     assert set(metrics["train"]) == {"instruct"}
     assert metrics["num_docs"] == 0 and metrics["corpus"] is None
-    assert run.path.name == "base-tiny-llama-i8-s0"
+    assert re.fullmatch(r"base-tiny-llama-i8-s0-[0-9a-f]{8}", run.path.name), run.path.name
     assert metrics["train"]["instruct"]["init_from"] is None
 
 

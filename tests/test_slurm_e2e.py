@@ -64,8 +64,16 @@ def run_dirs(sweep_dir: Path) -> list[Path]:
 
 
 def snapshot(sweep_dir: Path) -> dict[str, int]:
-    """mtime of every file of every run directory (not Hydra's/submitit's bookkeeping)."""
-    return {str(p): p.stat().st_mtime_ns for d in run_dirs(sweep_dir) for p in d.rglob("*") if p.is_file()}
+    """mtime of every file of every run directory (not Hydra's/submitit's bookkeeping, not the
+    writer's lock file)."""
+    return {str(p): p.stat().st_mtime_ns for d in run_dirs(sweep_dir) for p in d.rglob("*")
+            if p.is_file() and p.name != ".lock"}
+
+
+def run_dir_of(sweep_dir: Path, prefix: str) -> Path:
+    """The one run directory `<prefix>-<hash>` of a sweep."""
+    (found,) = [p for p in run_dirs(sweep_dir) if p.name.rsplit("-", 1)[0] == prefix]
+    return found
 
 
 def job_folders(sweep_dir: Path) -> list[Path]:
@@ -128,7 +136,7 @@ def test_relaunching_the_finished_grid_trains_nothing(grid):
 
 def test_relaunching_a_half_finished_grid_finishes_only_what_is_missing(grid):
     sweep_dir, _ = grid
-    victim = sweep_dir / "control-tiny-llama-n32-i64-s1"
+    victim = run_dir_of(sweep_dir, "control-tiny-llama-n32-i64-s1")
     expected = json.loads((victim / "metrics.json").read_text())
     # As if the job died during evaluation: trained stages are DONE, the rest is missing.
     shutil.rmtree(victim / "evaluate")
@@ -284,3 +292,25 @@ def test_scontrol_requeue_with_wandb_keeps_every_step_once_under_one_run(tmp_pat
     first = read_wandb_file(sorted((run / "midtrain" / "wandb").glob("offline-run-*/run-*.wandb"))[0])
     assert any(r["type"] == "preempting" for r in first)  # the first attempt finished as preempted
     print(f"scontrol requeue with W&B: sweep done in {seconds:.0f}s")
+
+
+def test_an_lr_grid_gives_one_run_directory_per_job(tmp_path):
+    """Case 2: two array tasks that differ only in optim.lr never share a directory."""
+    run_sweep(tmp_path, "experiment=control", "seed=7", "optim.lr=1e-3,3e-4", "instruct.samples=16")
+    runs = run_dirs(tmp_path / "smoke_local")
+    assert len(runs) == 2, runs
+    assert {r.name.rsplit("-", 1)[0] for r in runs} == {"control-tiny-llama-n32-i16-s7"}
+    lrs = {}
+    for r in runs:
+        m = json.loads((r / "metrics.json").read_text())
+        assert (r / "DONE").exists() and m["run_id"] == r.name
+        lr = m["settings"]["optim.lr"]
+        for stage in ("midtrain", "instruct"):
+            saved = (r / stage / "config.yaml").read_text()
+            assert f"run_id: {r.name}" in saved
+        assert f"lr: {lr}" in (r / "midtrain" / "config.yaml").read_text()
+        assert not list((r / "midtrain" / "checkpoints").glob("*-v1.ckpt"))
+        lrs[lr] = m
+    assert sorted(lrs) == [3e-4, 1e-3]
+    assert lrs[3e-4]["train"]["midtrain"]["final_loss"] != lrs[1e-3]["train"]["midtrain"]["final_loss"]
+    assert lrs[3e-4]["eval"]["probe"]["margin"] != lrs[1e-3]["eval"]["probe"]["margin"]

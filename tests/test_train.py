@@ -97,7 +97,10 @@ def test_resume_refuses_a_changed_config(tmp_path, docs_jsonl):
     cfg = compose_cfg("train", base)
     with pytest.raises(SystemExit):
         train(cfg, callbacks=[CrashAfter(3)])
-    changed = compose_cfg("train", base + ["optim.lr=0.5"])
+    # A changed setting is a different run: it gets its own directory...
+    assert RunDir.from_cfg(compose_cfg("train", base + ["optim.lr=0.5"])).path != RunDir.from_cfg(cfg).path
+    # ...and pointed at the old one by hand, it is refused rather than mixed with its checkpoints.
+    changed = compose_cfg("train", base + ["optim.lr=0.5", f"run_dir={RunDir.from_cfg(cfg).path}"])
     with pytest.raises(ValueError, match=r"different config \(optim.lr"):
         train(changed)
 

@@ -13,6 +13,7 @@ one from its newest checkpoint.
 from __future__ import annotations
 
 import logging
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import hydra
@@ -21,10 +22,16 @@ from omegaconf import DictConfig, OmegaConf, open_dict
 from midtrain.paths import CONF_DIR
 from midtrain.tracking import RunDir
 from midtrain.tracking.provenance import record_attempt, stage_provenance
+from midtrain.tracking.identity import EXCLUDE, canonical, cell_hash, config_hash, digest, settings_diff, stage_hash
 
 log = logging.getLogger(__name__)
 
 EVAL_TARGETS = ("base", "midtrain", "instruct", "final")
+STAGE_ORDER = ("midtrain", "instruct", "base", "evaluate")
+# What `redo=<stage>` runs again: the stage and everything that reads its result.
+DOWNSTREAM = {"midtrain": ("midtrain", "instruct", "evaluate"), "instruct": ("instruct", "evaluate"),
+              "base": ("base", "evaluate"), "evaluate": ("evaluate",)}
+REDO_CHOICES = (None, "all", *STAGE_ORDER)
 
 
 def stage_config(cfg: DictConfig, stage: str, objective: str, init_from: Path | None) -> DictConfig:
@@ -33,12 +40,14 @@ def stage_config(cfg: DictConfig, stage: str, objective: str, init_from: Path | 
 
     c = cfg.copy()
     deltas = cfg.stages[stage]
+    run_id = str(cfg.run_id)  # the pipeline's identity (resolved here: in a stage it would hash the stage)
     with open_dict(c):
-        c.run_id = str(cfg.run_id)  # every stage carries the pipeline's run id
+        c.run_id = run_id  # every stage carries the pipeline's run id; its own identity is its stage hash
         c.stage = stage
         c.objective = objective
         c.run_dir = str(RunDir.from_cfg(cfg).path / stage)
         c.init_from = str(init_from) if init_from else None
+        c.redo = None  # the pipeline decides what to redo, before any stage runs
         if stage == "midtrain" and objective == "sft":
             c.instruct = cfg.qa  # the value Q&A pairs are this stage's SFT data
         c.optim = OmegaConf.merge(cfg.optim, deltas.get("optim") or {})
@@ -69,17 +78,139 @@ def _check(cfg: DictConfig) -> None:
         midtrains = st.midtrain.enabled and int(cfg.corpus.num_docs) > 0
         icfg = stage_config(cfg, "instruct", "sft", RunDir.from_cfg(cfg).path / "midtrain" if midtrains else None)
         build_strategy(icfg.get("preserve")).check(icfg)
+    if cfg.get("redo") not in REDO_CHOICES:
+        raise ValueError(f"redo={cfg.get('redo')!r}: expected one of {[c for c in REDO_CHOICES if c]} (or null)")
 
 
-def export_base(cfg: DictConfig, run: RunDir) -> RunDir:
+@dataclass
+class Plan:
+    """The stages one condition runs, in order, with the hash of what each depends on."""
+
+    train: dict[str, DictConfig] = field(default_factory=dict)   # midtrain, instruct: their train configs
+    hashes: dict[str, str] = field(default_factory=dict)         # midtrain, instruct, base, evaluate
+    need_base: bool = False
+    targets: dict[str, str] = field(default_factory=dict)        # eval target -> stage directory name
+
+
+def plan(cfg: DictConfig) -> Plan:
+    """Which stages run and the identity of each (no file is written)."""
+    st = cfg.stages
+    run = RunDir.from_cfg(cfg)
+    p = Plan()
+    upstream: str | None = None
+    previous: Path | None = None
+    if st.midtrain.enabled and int(cfg.corpus.num_docs) > 0:
+        p.train["midtrain"] = stage_config(cfg, "midtrain", str(st.midtrain.objective), None)
+        upstream = p.hashes["midtrain"] = stage_hash(p.train["midtrain"])
+        previous = run.path / "midtrain"
+    if int(cfg.instruct.samples) > 0:
+        p.train["instruct"] = stage_config(cfg, "instruct", "sft", previous)
+        p.hashes["instruct"] = stage_hash(p.train["instruct"], upstream=upstream)
+    if st.evaluate.enabled:
+        after = list(st.evaluate.after)
+        p.need_base = "base" in after or ("final" in after and not p.train)
+        for name in after:
+            if name == "final":
+                p.targets["final"] = next(reversed(p.train), None) or "base"
+            elif name in p.train or name == "base":
+                p.targets[name] = name
+    if p.need_base:
+        p.hashes["base"] = digest(canonical(base_config(cfg), (*EXCLUDE, *_BASE_IGNORES)))
+    if st.evaluate.enabled:
+        ev = OmegaConf.to_container(st.evaluate, resolve=True)
+        p.hashes["evaluate"] = digest({"evaluate": ev, "targets": {t: p.hashes[s] for t, s in p.targets.items()}})
+    return p
+
+
+# What the untrained model does not depend on (it is the model's init at the seed).
+_BASE_IGNORES = ("corpus", "data", "optim", "trainer", "instruct", "qa", "objective", "init_from", "universe")
+
+
+def base_config(cfg: DictConfig) -> DictConfig:
+    c = stage_config(cfg, "midtrain", "lm", None)
+    with open_dict(c):
+        c.stage = "base"
+        c.run_dir = str(RunDir.from_cfg(cfg).path / "base")
+    return c
+
+
+def _stage_ok(run: RunDir, name: str, p: Plan) -> bool:
+    return RunDir(run.path / name).is_complete(needs_hf=name != "evaluate", expected_hash=p.hashes[name],
+                                               what=f"stage {name}")
+
+
+def is_complete(cfg: DictConfig, p: Plan | None = None) -> bool:
+    """The run's DONE, and every stage's, with the files they vouch for and the current hashes."""
+    run = RunDir.from_cfg(cfg)
+    p = p or plan(cfg)
+    if not run.is_complete(needs_hf=False, expected_hash=config_hash(cfg), what="the run"):
+        return False
+    return all(_stage_ok(run, name, p) for name in p.hashes)
+
+
+def _invalidate(cfg: DictConfig, run: RunDir, p: Plan, redo: str | None) -> bool:
+    """Clear what a redo names, every stage after an unfinished one, and any stage whose DONE
+    cannot be trusted. Returns whether the evaluation must be recomputed (not reused)."""
+    cleared: list[str] = []
+
+    def clear(name: str, why: str) -> None:
+        d = RunDir(run.path / name)
+        if d.path.exists():
+            log.warning("%s: %s; clearing %s", run.path, why, d.path)
+            d.clear_outputs()
+            cleared.append(name)
+
+    if redo is not None:
+        names = [n for n in STAGE_ORDER if n in p.hashes] if redo == "all" else [
+            n for n in DOWNSTREAM[redo] if n in p.hashes]
+
+        def clear_redo() -> None:
+            for n in names:
+                clear(n, f"redo={redo}")
+            if "evaluate" in names:
+                cleared.append("evaluate")  # recompute even where no evaluate/ directory was left
+
+        from midtrain.train import apply_redo
+
+        apply_redo(run, str(redo), clear_redo)
+    broken = None
+    for name in p.train:  # a stage after an unfinished one started from stale weights
+        d = RunDir(run.path / name)
+        if broken:
+            if d.has_outputs() or d.checkpoints.exists():
+                clear(name, f"stage {broken} is not finished, so {name} (which starts from it) is stale")
+            continue
+        if not _stage_ok(run, name, p):
+            broken = name
+            if d.has_outputs():  # DONE deleted or not trustworthy: the stage runs again from scratch
+                found = [n for n in ("DONE", "metrics.json", "hf") if (d.path / n).exists()]
+                clear(name, f"stage {name} has {', '.join(found)} but no valid DONE")
+    if "evaluate" in p.hashes:
+        ev = RunDir(run.path / "evaluate")
+        upstream_ok = all(_stage_ok(run, s, p) for s in set(p.targets.values()) if s in p.train) and not broken
+        if not upstream_ok or (ev.has_outputs() and not _stage_ok(run, "evaluate", p)):
+            if ev.has_outputs():
+                clear("evaluate", "the evaluated stages changed or evaluate/DONE cannot be trusted")
+            if not upstream_ok:
+                cleared.append("evaluate")
+    if cleared or not run.is_complete(needs_hf=False, expected_hash=config_hash(cfg), what="the run"):
+        run.clear_done()
+        run.metrics_path.unlink(missing_ok=True)
+    return "evaluate" in cleared
+
+
+def export_base(cfg: DictConfig, run: RunDir, h: str | None = None) -> RunDir:
     """`<run_dir>/base/hf`: the model before any training (what `final` is when nothing trains)."""
     from midtrain.models.build import build_model, build_tokenizer, check_model_cfg, export_hf, remove_export_orphans
     from midtrain.train import identity
 
     base = RunDir(run.path / "base")
-    if base.is_done():
+    c = base_config(cfg)
+    h = h or digest(canonical(c, (*EXCLUDE, *_BASE_IGNORES)))
+    if base.is_complete(needs_hf=True, expected_hash=h, what="stage base"):
         return base
     remove_export_orphans(base.path)
+    base.clear_outputs()
     import pytorch_lightning as pl
 
     check_model_cfg(cfg.model)
@@ -89,26 +220,29 @@ def export_base(cfg: DictConfig, run: RunDir) -> RunDir:
     base.path.mkdir(parents=True, exist_ok=True)
     record_attempt(base.path, "export")
     export_hf(model, tokenizer, base.hf)
-    c = stage_config(cfg, "midtrain", "lm", None)
-    with open_dict(c):
-        c.stage = "base"
-    base.write_metrics({**identity(c), "provenance": stage_provenance(base.path, c)})
-    base.mark_done()
+    base.write_metrics({**identity(c), "stage_hash": h, "provenance": stage_provenance(base.path, c)})
+    base.mark_done(h)
     return base
 
 
 def compose_eval(overrides: list[str]) -> DictConfig:
     """Compose `conf/eval.yaml` inside a running Hydra app, or standalone (tests, notebooks)."""
+    return compose_preset("eval", overrides)
+
+
+def compose_preset(config_name: str, overrides: list[str] | None = None) -> DictConfig:
+    """Compose a primary config inside a running Hydra app (its search path, e.g. `--config-dir
+    sweeps`), or standalone from `conf/` (tests, notebooks)."""
     from hydra import compose, initialize_config_dir
     from hydra.core.global_hydra import GlobalHydra
 
     if GlobalHydra.instance().is_initialized():
-        return compose(config_name="eval", overrides=overrides)
+        return compose(config_name=config_name, overrides=list(overrides or []))
     with initialize_config_dir(config_dir=str(CONF_DIR), version_base="1.3"):
-        return compose(config_name="eval", overrides=overrides)
+        return compose(config_name=config_name, overrides=list(overrides or []))
 
 
-def evaluate_stages(cfg: DictConfig, run: RunDir, targets: dict[str, RunDir]) -> dict:
+def evaluate_stages(cfg: DictConfig, run: RunDir, targets: dict[str, RunDir], force: bool = False) -> dict:
     """Run the configured eval suites on each target stage; results also land in each stage's metrics.json."""
     from midtrain.eval import evaluate
 
@@ -122,82 +256,108 @@ def evaluate_stages(cfg: DictConfig, run: RunDir, targets: dict[str, RunDir]) ->
         result: dict = {}
         for suite in ev.suites:
             overrides = [f"run_dir={stage.path}", f"eval={suite}", *[str(o) for o in ev.overrides]]
+            if force:
+                overrides.append("force=true")
             result.update(evaluate(compose_eval(overrides)))
         out[name] = result
         done_paths[stage.path] = name
     return out
 
 
-def pipeline(cfg: DictConfig) -> dict:
-    """Run midtrain -> instruct -> evaluate for one condition; return the combined metrics."""
-    from midtrain.train import identity, train
+def preset_defaults(config_name: str | None = None) -> DictConfig | None:
+    """The preset this run was composed from, with no overrides: what `settings` is measured against."""
+    try:
+        if config_name is None:
+            from hydra.core.hydra_config import HydraConfig
 
+            config_name = HydraConfig.get().job.config_name if HydraConfig.initialized() else "pipeline"
+        return compose_preset(str(config_name), [])
+    except Exception as e:  # noqa: BLE001 - the settings summary must never stop a run
+        log.warning("could not compose the preset's defaults (%s); metrics.json lists no settings", e)
+        return None
+
+
+def pipeline(cfg: DictConfig, defaults: DictConfig | None = None) -> dict:
+    """Run midtrain -> instruct -> evaluate for one condition; return the combined metrics.
+
+    Args:
+        cfg: the composed `pipeline.yaml` config (or a sweep preset's).
+        defaults: the preset composed without overrides; `metrics.json["settings"]` lists what
+            differs from it. Composed from `conf/pipeline.yaml` when not given.
+    """
+    from midtrain.train import lock_wait
+
+    _check(cfg)
+    wait = lock_wait(cfg)
     run = RunDir.from_cfg(cfg)
-    if run.is_done():
+    redo = cfg.get("redo")
+    p = plan(cfg)
+    if redo is None and is_complete(cfg, p):
         log.info("%s is DONE; nothing to do", run.path)
         return run.read_metrics()
-    _check(cfg)
-    record_attempt(run.path, "pipeline")
-    st = cfg.stages
+    with run.lock(wait=wait):
+        if redo is None and is_complete(cfg, p):  # another process finished it while we waited
+            log.info("%s is DONE; nothing to do", run.path)
+            return run.read_metrics()
+        force_eval = _invalidate(cfg, run, p, redo)
+        return _run(cfg, run, p, force_eval, defaults)
 
+
+def _run(cfg: DictConfig, run: RunDir, p: Plan, force_eval: bool, defaults: DictConfig | None) -> dict:
+    from midtrain.train import train
+
+    st = cfg.stages
+    record_attempt(run.path, "pipeline")
+    if defaults is None:
+        defaults = preset_defaults("pipeline")
     metrics: dict = {
         "run_id": cfg.run_id,
+        "run_hash": config_hash(cfg),
+        "cell_hash": cell_hash(cfg),
         "stage": "pipeline",
         "condition": cfg.condition,
         "universe": cfg.get("universe"),
         "model": cfg.model.name,
-        "corpus": cfg.corpus.name if int(cfg.corpus.num_docs) > 0 and st.midtrain.enabled else None,
-        "num_docs": int(cfg.corpus.num_docs) if st.midtrain.enabled else 0,
+        "corpus": cfg.corpus.name if "midtrain" in p.train else None,
+        "num_docs": int(cfg.corpus.num_docs) if "midtrain" in p.train else 0,
         "instruct_samples": int(cfg.instruct.samples),
         "seed": int(cfg.seed),
         "preserve": str(cfg.preserve.name) if cfg.get("preserve") else "none",
+        "settings": settings_diff(cfg, defaults),
+        "stage_hashes": dict(p.hashes),
         "train": {},
     }
     stages: dict[str, RunDir] = {}
 
-    previous: Path | None = None
-    if st.midtrain.enabled and int(cfg.corpus.num_docs) > 0:
-        mcfg = stage_config(cfg, "midtrain", str(st.midtrain.objective), None)
-        m = train(mcfg)
-        stages["midtrain"] = RunDir(mcfg.run_dir)
-        metrics["train"]["midtrain"] = m["train"]
-        if "throughput" in m:
+    for name, scfg in p.train.items():
+        m = train(scfg)
+        stages[name] = RunDir(scfg.run_dir)
+        metrics["train"][name] = m["train"]
+        if name == "midtrain" and "throughput" in m:
             metrics["throughput"] = m["throughput"]
-        previous = stages["midtrain"].path
-    else:
+    if "midtrain" not in p.train:
         log.info("midtraining skipped (condition %s, %d documents)", cfg.condition, int(cfg.corpus.num_docs))
-
-    if int(cfg.instruct.samples) > 0:
-        icfg = stage_config(cfg, "instruct", "sft", previous)
-        i = train(icfg)
-        stages["instruct"] = RunDir(icfg.run_dir)
-        metrics["train"]["instruct"] = i["train"]
-    else:
+    if "instruct" not in p.train:
         log.info("instruction tuning skipped (instruct.samples=0)")
 
     if not metrics["train"]:
         del metrics["train"]  # absent stages are absent keys
 
     if st.evaluate.enabled:
-        targets: dict[str, RunDir] = {}
-        need_base = "base" in st.evaluate.after or ("final" in st.evaluate.after and not stages)
-        if need_base:
-            stages["base"] = export_base(cfg, run)
+        if p.need_base:
+            stages["base"] = export_base(cfg, run, p.hashes["base"])
         for name in st.evaluate.after:
-            if name == "final":
-                last = stages.get("instruct") or stages.get("midtrain") or stages["base"]
-                targets["final"] = last
-            elif name in stages:
-                targets[name] = stages[name]
-            else:
+            if name not in p.targets:
                 log.info("evaluate.after names %s, which did not run in this condition", name)
+        targets = {name: stages[s] for name, s in p.targets.items()}
         ev_dir = RunDir(run.path / "evaluate")
-        if ev_dir.is_done():
+        if _stage_ok(run, "evaluate", p):
             by_stage = ev_dir.read_metrics()["by_stage"]
         else:
-            by_stage = evaluate_stages(cfg, run, targets)
-            ev_dir.write_metrics({"by_stage": by_stage})
-            ev_dir.mark_done()
+            ev_dir.clear_outputs()
+            by_stage = evaluate_stages(cfg, run, targets, force=force_eval)
+            ev_dir.write_metrics({"stage_hash": p.hashes["evaluate"], "by_stage": by_stage})
+            ev_dir.mark_done(p.hashes["evaluate"])
         if "final" in by_stage:
             metrics["eval"] = by_stage["final"]
         metrics["eval_by_stage"] = {k: v for k, v in by_stage.items() if k != "final"}
@@ -207,7 +367,7 @@ def pipeline(cfg: DictConfig) -> dict:
                              "stages": {name: s.read_metrics().get("provenance") for name, s in stages.items()}}
     run.write_metrics(metrics)
     _log_to_wandb(cfg, run, metrics)
-    run.mark_done()
+    run.mark_done(metrics["run_hash"])
     return metrics
 
 
@@ -225,7 +385,7 @@ def _log_to_wandb(cfg: DictConfig, run: RunDir, metrics: dict) -> None:
 
 @hydra.main(version_base="1.3", config_path=str(CONF_DIR), config_name="pipeline")
 def main(cfg: DictConfig) -> None:
-    pipeline(cfg)
+    pipeline(cfg, defaults=preset_defaults())
 
 
 if __name__ == "__main__":

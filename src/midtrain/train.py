@@ -21,6 +21,7 @@ from omegaconf import DictConfig, OmegaConf
 from midtrain.launch import check_devices
 from midtrain.paths import CONF_DIR
 from midtrain.tracking import RunDir, redact_config
+from midtrain.tracking.identity import stage_hash
 from midtrain.tracking.provenance import portable_config, portable_path, record_attempt, stage_provenance
 
 if TYPE_CHECKING:
@@ -36,7 +37,49 @@ if TYPE_CHECKING:
 log = logging.getLogger(__name__)
 
 # Keys that may differ between the run that wrote a checkpoint and the one resuming it.
-_RESUME_IGNORES = ("paths", "logger", "trainer.enable_progress_bar", "trainer.log_every_n_steps", "hydra", "run_dir")
+_RESUME_IGNORES = ("paths", "logger", "trainer.enable_progress_bar", "trainer.log_every_n_steps", "hydra", "run_dir",
+                   "redo", "lock")
+
+LOCK_MODES = ("fail", "wait")
+
+
+def lock_wait(cfg: DictConfig) -> bool:
+    """`lock=fail` (default): a second writer stops at once; `lock=wait`: it queues behind the first."""
+    mode = str(cfg.get("lock") or "fail")
+    if mode not in LOCK_MODES:
+        raise ValueError(f"lock={mode!r}: expected one of {list(LOCK_MODES)}")
+    return mode == "wait"
+
+
+def redo_token() -> str | None:
+    """What identifies one launch across requeues: the SLURM job id (kept when SLURM requeues a
+    job), None outside SLURM. A requeued job must not redo again what its first attempt redid."""
+    return os.environ.get("SLURM_JOB_ID")
+
+
+def apply_redo(run: RunDir, what: str, clear) -> bool:
+    """Run `clear()` for `redo=<what>` unless this same SLURM job already did (before a requeue).
+
+    Returns whether it cleared. `<run>/.redo` records the job that applied it.
+    """
+    import json
+
+    token = redo_token()
+    marker = run.path / ".redo"
+    if token is not None and marker.exists():
+        try:
+            done = json.loads(marker.read_text(encoding="utf-8"))
+        except ValueError:
+            done = {}
+        if done.get("token") == token and done.get("redo") == what:
+            log.info("redo=%s was applied by this job before it was requeued; continuing", what)
+            return False
+    clear()
+    if token is not None:
+        from midtrain.tracking import atomic_write_text
+
+        atomic_write_text(marker, json.dumps({"token": token, "redo": what}) + "\n")
+    return True
 
 
 def identity(cfg: DictConfig) -> dict:
@@ -293,20 +336,44 @@ def _all_rank_loss(trainer: "pl.Trainer", module: Any) -> float | None:
 def train(cfg: DictConfig, callbacks: list | None = None) -> dict:
     """Run one training stage; return its metrics (also in `<run_dir>/metrics.json`)."""
     run = RunDir.from_cfg(cfg)
-    if run.is_done():
+    if "stages" in cfg:
+        raise ValueError(
+            "this config sets `stages` (experiment=base or experiment=instruct_baseline), which only "
+            "midtrain-pipeline reads: run `midtrain-pipeline experiment=...`, or give midtrain-train the "
+            "stage directly (e.g. objective=sft instruct=...)"
+        )
+    redo = cfg.get("redo")
+    if redo not in (None, "all", str(cfg.stage)):
+        raise ValueError(f"redo={redo!r}: midtrain-train redoes its own stage only (redo=all or redo={cfg.stage})")
+    wait = lock_wait(cfg)
+    h = stage_hash(cfg)
+    what = f"stage {cfg.stage}"
+    if redo is None and run.is_complete(needs_hf=True, expected_hash=h, what=what):
         log.info("%s is DONE; nothing to do", run.path)
         return run.read_metrics()
+    prepared = prepare_inputs(cfg)  # bad input fails before the run directory exists
+    with run.lock(wait=wait):
+        if redo is not None:
+            if apply_redo(run, str(redo), run.clear_outputs):
+                log.info("redo=%s: cleared %s", redo, run.path)
+        elif run.is_complete(needs_hf=True, expected_hash=h, what=what):  # finished while we waited
+            log.info("%s is DONE; nothing to do", run.path)
+            return run.read_metrics()
+        elif run.has_outputs():
+            found = [n for n in ("DONE", "metrics.json", "hf") if (run.path / n).exists()]
+            log.warning("%s has %s but no valid DONE: redoing %s from scratch", run.path, ", ".join(found), what)
+            run.clear_outputs()
+        return _train(cfg, run, h, callbacks, prepared)
 
-    import pytorch_lightning as pl
 
+def prepare_inputs(cfg: DictConfig) -> tuple:
+    """Everything that can be wrong with a stage's input fails here, before weights or files:
+    the model config, the preservation strategy, the tokenizer, the data (read, tokenized,
+    packed, scheduled). Returns (device type, tokenizer, datamodule, strategy)."""
     from midtrain.data.datamodule import PackedDataModule
-    from midtrain.lightning.callbacks import ThroughputMonitor
-    from midtrain.lightning.module import CausalLMModule
-    from midtrain.lightning.probe_callback import ProbeCallback
-    from midtrain.models.build import build_tokenizer, check_model_cfg, count_parameters, export_hf, remove_export_orphans
+    from midtrain.models.build import build_tokenizer, check_model_cfg
     from midtrain.preserve import build_strategy
 
-    # Everything that can be wrong with the input fails here, before weights or files.
     check_model_cfg(cfg.model)
     preserve = build_strategy(cfg.get("preserve"))
     preserve.check(cfg)
@@ -318,6 +385,18 @@ def train(cfg: DictConfig, callbacks: list | None = None) -> dict:
     dev = device_type(cfg)
     tokenizer = build_tokenizer(cfg.model, cfg.get("init_from"))
     dm = PackedDataModule(cfg, tokenizer, world_size=_world_size(cfg, dev), preserve=preserve).prepare()
+    return dev, tokenizer, dm, preserve
+
+
+def _train(cfg: DictConfig, run: RunDir, h: str, callbacks: list | None, prepared: tuple) -> dict:
+    import pytorch_lightning as pl
+
+    from midtrain.lightning.callbacks import ThroughputMonitor
+    from midtrain.lightning.module import CausalLMModule
+    from midtrain.lightning.probe_callback import ProbeCallback
+    from midtrain.models.build import count_parameters, export_hf, remove_export_orphans
+
+    dev, tokenizer, dm, preserve = prepared
     remove_export_orphans(run.path)  # temp folders of an export a kill interrupted
     ckpt = resume_path(cfg, run)
     if ckpt is not None:
@@ -363,11 +442,17 @@ def train(cfg: DictConfig, callbacks: list | None = None) -> dict:
     state_dict = _full_state_dict(trainer, module.model)
     throughput = next((c.result for c in cbs if isinstance(c, ThroughputMonitor)), {})
     probe = next((c for c in cbs if isinstance(c, ProbeCallback)), None)
+    train_metrics: dict = {"objective": cfg.objective}
+    final_loss = _all_rank_loss(trainer, module)  # a collective: every rank calls it
+    if final_loss is not None:  # absent rather than null: a number is never replaced by null
+        train_metrics["final_loss"] = final_loss
+    else:
+        log.warning("%s: no training step ran and no loss was restored; final_loss is left out", run.path)
     metrics = {
         **identity(cfg),
+        "stage_hash": h,
         "train": {
-            "objective": cfg.objective,
-            "final_loss": _all_rank_loss(trainer, module),
+            **train_metrics,
             "global_steps": int(trainer.global_step),
             "parameters": count_parameters(model),
             "init_from": saved_cfg.get("init_from"),
@@ -391,7 +476,7 @@ def train(cfg: DictConfig, callbacks: list | None = None) -> dict:
         _finish_wandb(trainer, metrics)
         if cfg.trainer.get("cleanup_checkpoints", False):
             shutil.rmtree(run.checkpoints, ignore_errors=True)
-        run.mark_done()
+        run.mark_done(h)
     trainer.strategy.barrier()
     return metrics
 

@@ -73,6 +73,18 @@ class CausalLMModule(pl.LightningModule):
             self.log(name, value, on_step=True, batch_size=bs)
         return loss
 
+    # The last loss travels with the checkpoint: a run resumed from its final checkpoint trains
+    # no step and must still report the loss it ended with.
+    def on_save_checkpoint(self, checkpoint: dict) -> None:
+        if self.last_loss is not None:
+            checkpoint["midtrain_last_loss"] = float(self.last_loss)
+            checkpoint["midtrain_last_loss_tokens"] = int(self.last_loss_tokens)
+
+    def on_load_checkpoint(self, checkpoint: dict) -> None:
+        if checkpoint.get("midtrain_last_loss") is not None:
+            self.last_loss = torch.tensor(float(checkpoint["midtrain_last_loss"]))
+            self.last_loss_tokens = int(checkpoint.get("midtrain_last_loss_tokens", 1))
+
     def on_before_optimizer_step(self, optimizer: torch.optim.Optimizer) -> None:
         self.log("train/lr", optimizer.param_groups[0]["lr"], on_step=True)
 

@@ -2,6 +2,7 @@
 
 from midtrain.tracking.rundir import (
     RunDir,
+    RunDirLocked,
     atomic_write_json,
     atomic_write_text,
     read_json,
@@ -10,6 +11,7 @@ from midtrain.tracking.secrets import redact_config, scrub_secrets
 
 __all__ = [
     "RunDir",
+    "RunDirLocked",
     "atomic_write_json",
     "atomic_write_text",
     "read_json",

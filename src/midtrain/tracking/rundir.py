@@ -8,16 +8,31 @@ last one stopped.
 
 from __future__ import annotations
 
+import fcntl
 import json
+import logging
 import math
 import os
+import socket
 import tempfile
+import time
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
 from omegaconf import DictConfig, OmegaConf
 
 from midtrain.tracking.secrets import redact_config
+
+log = logging.getLogger(__name__)
+
+# Locks this process holds: {lock file: (open file, depth)}. flock conflicts between two open
+# files even within one process, so nested holders (a pipeline and its stages) share one.
+_HELD: dict[str, list] = {}
+
+
+class RunDirLocked(RuntimeError):
+    """Another process is writing into this run directory."""
 
 
 def atomic_write_text(path: str | os.PathLike, text: str) -> None:
@@ -113,12 +128,79 @@ class RunDir:
     def done_path(self) -> Path:
         return self.path / "DONE"
 
+    @property
+    def lock_path(self) -> Path:
+        return self.path / ".lock"
+
     # State --------------------------------------------------------------------------
     def is_done(self) -> bool:
+        """`DONE` exists (see `done_problems` for whether it can be trusted)."""
         return self.done_path.exists()
 
-    def mark_done(self) -> None:
-        atomic_write_text(self.done_path, "done\n")
+    def done_hash(self) -> str | None:
+        """The stage hash recorded in `DONE`, if any."""
+        try:
+            data = json.loads(self.done_path.read_text(encoding="utf-8"))
+        except (OSError, ValueError):
+            return None
+        return data.get("hash") if isinstance(data, dict) else None
+
+    def done_problems(self, needs_hf: bool = True, expected_hash: str | None = None) -> list[str]:
+        """Why `DONE` cannot be trusted: an empty list means the stage is finished.
+
+        `DONE` counts only with a readable `metrics.json` (and `hf/` with its config and
+        weights, where the stage exports a model) and, when given, the same stage hash.
+        """
+        if not self.done_path.exists():
+            return ["DONE"]
+        problems = []
+        try:
+            if not isinstance(read_json(self.metrics_path), dict):
+                problems.append("metrics.json (not a JSON object)")
+        except FileNotFoundError:
+            problems.append("metrics.json")
+        except (ValueError, OSError) as e:
+            problems.append(f"metrics.json ({e})")
+        if needs_hf:
+            if not (self.hf / "config.json").is_file():
+                problems.append("hf/config.json")
+            elif not any(self.hf.glob("*.safetensors")) and not any(self.hf.glob("*.bin")):
+                problems.append("hf/ weights")
+        recorded = self.done_hash()
+        if expected_hash is not None and recorded is not None and recorded != expected_hash:
+            problems.append(f"matching hash (DONE has {recorded}, the config gives {expected_hash})")
+        return problems
+
+    def is_complete(self, needs_hf: bool = True, expected_hash: str | None = None, what: str | None = None) -> bool:
+        """`DONE` with everything it vouches for; a `DONE` that lies is reported and ignored."""
+        problems = self.done_problems(needs_hf, expected_hash)
+        if problems and problems != ["DONE"]:
+            log.warning("%s has DONE but no %s: redoing %s", self.path, ", ".join(problems), what or "it")
+        return not problems
+
+    def has_outputs(self) -> bool:
+        """Anything a finished stage leaves besides its checkpoints: `hf/`, `metrics.json`, `DONE`."""
+        return self.hf.exists() or self.metrics_path.exists() or self.done_path.exists()
+
+    def clear_outputs(self, keep: tuple[str, ...] = (".lock", ".hydra_logs")) -> None:
+        """Remove what a stage wrote (checkpoints, hf/, logs, metrics.json, DONE, ...) so that it
+        runs again from scratch; the lock and Hydra's logs stay."""
+        import shutil
+
+        if not self.path.is_dir():
+            return
+        for p in self.path.iterdir():
+            if p.name in keep:
+                continue
+            if p.is_dir() and not p.is_symlink():
+                shutil.rmtree(p)
+            else:
+                p.unlink(missing_ok=True)
+
+    def mark_done(self, stage_hash: str | None = None) -> None:
+        record = {"hash": stage_hash, "host": socket.gethostname(), "pid": os.getpid(),
+                  "time": time.strftime("%Y-%m-%dT%H:%M:%S%z")}
+        atomic_write_text(self.done_path, json.dumps(record) + "\n")
 
     def clear_done(self) -> None:
         self.done_path.unlink(missing_ok=True)
@@ -146,6 +228,58 @@ class RunDir:
             return self.last_checkpoint
         ckpts = sorted(self.checkpoints.glob("*.ckpt"), key=lambda p: p.stat().st_mtime)
         return ckpts[-1] if ckpts else None
+
+    @contextmanager
+    def lock(self, wait: bool = False, poll_s: float = 2.0):
+        """Hold an exclusive `fcntl.flock` on `<run dir>/.lock` while writing into the directory.
+
+        A second process fails with `RunDirLocked` naming the holder's host and pid, or, with
+        `wait=True`, blocks until the holder is gone. Re-entrant within one process.
+        """
+        key = str(self.lock_path.absolute())
+        if key in _HELD:
+            _HELD[key][1] += 1
+            try:
+                yield
+            finally:
+                _HELD[key][1] -= 1
+            return
+        self.path.mkdir(parents=True, exist_ok=True)
+        f = open(self.lock_path, "a+", encoding="utf-8")
+        try:
+            while True:
+                try:
+                    fcntl.flock(f.fileno(), fcntl.LOCK_EX | fcntl.LOCK_NB)
+                    break
+                except BlockingIOError:
+                    holder = self._holder()
+                    if not wait:
+                        raise RunDirLocked(
+                            f"{self.path} is being written by {holder}; one process at a time writes into a run "
+                            "directory (wait for it, or pass lock=wait to queue behind it)"
+                        ) from None
+                    log.info("%s is being written by %s; waiting", self.path, holder)
+                    time.sleep(poll_s)
+            f.seek(0)
+            f.truncate()
+            f.write(json.dumps({"host": socket.gethostname(), "pid": os.getpid(),
+                                "since": time.strftime("%Y-%m-%dT%H:%M:%S%z")}) + "\n")
+            f.flush()
+            _HELD[key] = [f, 1]
+            try:
+                yield
+            finally:
+                del _HELD[key]
+                fcntl.flock(f.fileno(), fcntl.LOCK_UN)
+        finally:
+            f.close()
+
+    def _holder(self) -> str:
+        try:
+            info = json.loads(self.lock_path.read_text(encoding="utf-8"))
+            return f"pid {info['pid']} on host {info['host']} (since {info['since']})"
+        except (OSError, ValueError, KeyError, TypeError):
+            return "another process (its host and pid are not yet written)"
 
     def __repr__(self) -> str:
         return f"RunDir({str(self.path)!r})"

@@ -1,0 +1,233 @@
+"""Run identity: a short hash of every setting that can change a run's numbers.
+
+A run directory is `<readable prefix>-<hash>`. The hash covers the canonical resolved config
+(sorted keys, JSON) with a fixed list of keys left out: where files live, how progress is
+shown or logged, which launcher or cluster account runs it, whether to redo it. Everything
+else is in, so a config group added later is part of the identity unless it is named in
+`EXCLUDE`. Inputs read from files enter by content, not by path: a corpus, instruction set
+or Q&A file is hashed, so moving it changes nothing and editing it changes the identity.
+
+Each pipeline stage has its own hash over what that stage reads (`stage_hash`), written into
+its `DONE` marker: a finished stage whose hash no longer matches is not reused.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+from collections.abc import Iterable, Mapping
+from pathlib import Path
+from typing import Any
+
+from omegaconf import DictConfig, OmegaConf
+
+# Keys that cannot change a run's numbers. Dotted keys name one setting inside a group;
+# a top-level name drops the whole group. Everything not listed is part of the identity.
+EXCLUDE: tuple[str, ...] = (
+    "hydra",              # Hydra's own node (launcher, sweeper, output dirs)
+    "paths",              # where runs, corpora and caches live
+    "logger",             # csv / wandb / none, project, entity
+    "logger_entity",
+    "slurm",              # cluster account, partition, qos (conf/local)
+    "run_id",             # derived from the identity
+    "run_dir",
+    "sweep_name",         # the folder a run is filed under
+    "resume",             # how an interrupted run continues; the result is the same
+    "redo",               # what to do again, not what to compute
+    "lock",               # how a second writer is treated
+    "condition",          # a label for reports; what it changes (universe, stages) is in the hash
+    "stage",              # a stage's name; its place in the pipeline is in its inputs
+    "trainer.enable_progress_bar",
+    "trainer.log_every_n_steps",
+    "trainer.checkpoint_every_n_steps",
+    "trainer.cleanup_checkpoints",
+    "trainer.probe_every_n_steps",  # logging only: the probe reads the model, never trains it
+    "data.num_workers",   # the row order is fixed by the seed, whatever the loader's workers
+)
+
+# Groups that read a file named by `path` (or a local `hf_id` directory): hashed by content.
+_FILE_GROUPS = ("corpus", "corpus.mix", "instruct", "qa", "preserve", "preserve.corpus")
+
+_HASH_LEN = 8
+_file_cache: dict[tuple[str, int, int], str] = {}
+
+
+def _drop(tree: dict, dotted: str) -> None:
+    head, _, rest = dotted.partition(".")
+    if head not in tree:
+        return
+    if not rest:
+        del tree[head]
+    elif isinstance(tree[head], dict):
+        _drop(tree[head], rest)
+
+
+def _get(tree: Any, dotted: str) -> Any:
+    for part in dotted.split("."):
+        if not isinstance(tree, dict) or part not in tree:
+            return None
+        tree = tree[part]
+    return tree
+
+
+def file_fingerprint(path: str | os.PathLike) -> str:
+    """sha256 of a file's bytes, or of a directory's files (names and bytes); cached per process
+    by path, size and mtime, so asking again is free."""
+    p = Path(path)
+    st = p.stat()
+    key = (str(p.resolve()), st.st_size, st.st_mtime_ns)
+    if key in _file_cache:
+        return _file_cache[key]
+    h = hashlib.sha256()
+    files = [p] if p.is_file() else sorted(f for f in p.rglob("*") if f.is_file() and ".git" not in f.parts)
+    for f in files:
+        if p.is_dir():
+            h.update(str(f.relative_to(p)).encode() + b"\0")
+        with open(f, "rb") as fh:
+            for chunk in iter(lambda: fh.read(1 << 20), b""):
+                h.update(chunk)
+    digest = h.hexdigest()
+    _file_cache[key] = digest
+    return digest
+
+
+def _content(path_value: Any) -> Any:
+    """What a `path` setting contributes: the content hash of the file it names."""
+    if path_value in (None, "", "???"):
+        return path_value
+    from midtrain.data.corpus import resolve_path
+
+    p = resolve_path(str(path_value))
+    if p.exists():
+        return {"sha256": file_fingerprint(p)}
+    return {"absent": p.name}  # a missing input fails validation; the name keeps jobs apart meanwhile
+
+
+def _upstream(stage_dir: str) -> Any:
+    """A stage started from another one depends on that stage's identity, not on its path."""
+    p = Path(stage_dir).expanduser()
+    try:
+        recorded = json.loads((p / "DONE").read_text(encoding="utf-8")).get("hash")
+    except (OSError, ValueError, AttributeError):
+        recorded = None
+    if recorded:
+        return {"stage_hash": recorded}
+    if (p / "hf").is_dir():
+        return {"hf_sha256": file_fingerprint(p / "hf")}
+    return {"absent": p.name}
+
+
+def _universe_file(name: Any) -> Any:
+    from midtrain.paths import CONF_DIR
+
+    p = CONF_DIR / "universe" / f"{name}.yaml"
+    return {"sha256": file_fingerprint(p)} if p.is_file() else None
+
+
+def _by_content(tree: dict) -> None:
+    """Replace file paths by content hashes in every group that reads a file."""
+    for group in _FILE_GROUPS:
+        node = _get(tree, group)
+        if not isinstance(node, dict):
+            continue
+        if "path" in node:
+            node["path"] = _content(node["path"])
+        hf_id = node.get("hf_id")
+        if isinstance(hf_id, str) and hf_id not in ("", "???") and Path(hf_id).expanduser().exists():
+            node["hf_id"] = _content(hf_id)
+        if node.get("source") == "template" and node.get("universe"):
+            node["universe_file"] = _universe_file(node["universe"])
+    init = tree.get("init_from")
+    if isinstance(init, str) and init:
+        tree["init_from"] = _upstream(init)
+    model = tree.get("model")
+    if isinstance(model, dict):
+        for key in ("name_or_path", "gguf_file", "tokenizer"):
+            v = model.get(key)
+            if isinstance(v, str) and v not in ("", "???") and not v.startswith(("builtin:", "package:")):
+                if Path(v).expanduser().exists():
+                    model[key] = _content(v)
+
+
+def canonical(cfg: DictConfig | Mapping, exclude: Iterable[str] = EXCLUDE) -> dict:
+    """The resolved config that the identity is computed over: excluded keys removed, file
+    inputs replaced by their content hashes."""
+    exclude = tuple(exclude)
+    top = {e for e in exclude if "." not in e}
+    if isinstance(cfg, DictConfig):
+        # Resolve only what is kept: run_id and run_dir interpolate the hash itself.
+        tree = {str(k): OmegaConf.to_container(cfg[k], resolve=True) if OmegaConf.is_config(cfg[k]) else cfg[k]
+                for k in cfg.keys() if str(k) not in top}
+    else:
+        tree = {k: v for k, v in json.loads(json.dumps(dict(cfg))).items() if k not in top}
+    for e in exclude:
+        if "." in e:
+            _drop(tree, e)
+    _by_content(tree)
+    return tree
+
+
+def digest(tree: Any, length: int = _HASH_LEN) -> str:
+    text = json.dumps(tree, sort_keys=True, separators=(",", ":"), default=str)
+    return hashlib.sha256(text.encode()).hexdigest()[:length]
+
+
+def config_hash(cfg: DictConfig | Mapping, exclude: Iterable[str] = EXCLUDE) -> str:
+    """The run hash: short sha256 of `canonical(cfg)`."""
+    return digest(canonical(cfg, exclude))
+
+
+# What a training stage does not read, by objective (the pipeline's Q&A group is copied into
+# `instruct` when the instruction-tuning baseline trains on it).
+STAGE_EXCLUDE = {"lm": ("instruct", "qa"), "sft": ("qa",)}
+
+
+def stage_hash(cfg: DictConfig, upstream: str | None = None) -> str:
+    """The hash of one training stage's config: what that stage reads, and the stage it starts
+    from by that stage's hash (`upstream`, else the hash in `<init_from>/DONE`)."""
+    tree = canonical(cfg, (*EXCLUDE, *STAGE_EXCLUDE.get(str(cfg.get("objective")), ())))
+    if upstream is not None:
+        tree["init_from"] = {"stage_hash": upstream}
+    return digest(tree)
+
+
+def cell_hash(cfg: DictConfig | Mapping) -> str:
+    """The hash of everything but the training seed: runs a report may average over."""
+    return digest(canonical(cfg, (*EXCLUDE, "seed")))
+
+
+def flatten(tree: Any, prefix: str = "") -> dict[str, Any]:
+    if isinstance(tree, dict) and tree:
+        out: dict[str, Any] = {}
+        for k, v in tree.items():
+            out.update(flatten(v, f"{prefix}.{k}" if prefix else str(k)))
+        return out
+    return {prefix: tree}
+
+
+def settings_diff(cfg: DictConfig | Mapping, defaults: DictConfig | Mapping | None) -> dict[str, Any]:
+    """The identity settings whose values differ from `defaults` (the preset composed with no
+    overrides), as `{dotted key: value}`; secrets redacted."""
+    from midtrain.tracking.secrets import redact_config
+
+    if defaults is None:
+        return {}
+    now, base = flatten(canonical(cfg)), flatten(canonical(defaults))
+    diff = {k: now.get(k) for k in sorted(set(now) | set(base)) if now.get(k) != base.get(k)}
+    return redact_config(diff)
+
+
+def _hash_resolver(*, _root_: DictConfig) -> str:
+    return config_hash(_root_)
+
+
+def register_resolvers() -> None:
+    """`${midtrain.hash:}` (the run hash of the config it sits in) and `${midtrain.repo:<rel>}`
+    (an absolute path inside the repository)."""
+    from midtrain.paths import REPO_ROOT
+
+    if not OmegaConf.has_resolver("midtrain.hash"):
+        OmegaConf.register_new_resolver("midtrain.hash", _hash_resolver)
+    if not OmegaConf.has_resolver("midtrain.repo"):
+        OmegaConf.register_new_resolver("midtrain.repo", lambda rel="": str(REPO_ROOT / str(rel)))
