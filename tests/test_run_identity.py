@@ -145,6 +145,7 @@ def _numbers(m: dict) -> dict:
         stage.pop("init_from", None)
     out.pop("settings", None)
     out.pop("throughput", None)  # a timing, not a result
+    out.pop("provenance", None)  # when and where each attempt ran
     return out
 
 

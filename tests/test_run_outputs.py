@@ -21,14 +21,14 @@ def test_done_is_written_after_metrics_and_the_hf_export(smoke_cfg, monkeypatch)
     seen = []
     mark_done = RunDir.mark_done
 
-    def spy(self: RunDir) -> None:
+    def spy(self: RunDir, *args, **kwargs) -> None:
         seen.append({
             "metrics": self.metrics_path.exists(),
             "hf_config": (self.hf / "config.json").exists(),
             "hf_weights": (self.hf / "model.safetensors").exists(),
             "hf_tokenizer": (self.hf / "tokenizer.json").exists(),
         })
-        mark_done(self)
+        mark_done(self, *args, **kwargs)
 
     monkeypatch.setattr(RunDir, "mark_done", spy)
     metrics = train(cfg)
