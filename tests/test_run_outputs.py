@@ -138,8 +138,9 @@ def test_metrics_update_and_done_marker(tmp_path):
     merged = run.update_metrics({"eval": {"anima": {"overall_mean": 0.5}}, "train": {"steps": 3}})
     assert merged == {"run_id": "r", "train": {"loss": 1.0, "steps": 3}, "eval": {"anima": {"overall_mean": 0.5}}}
     assert run.read_metrics() == merged
-    run.mark_done()
-    assert run.is_done() and run.done_path.read_text() == "done\n"
+    run.mark_done("abc12345")
+    assert run.is_done() and json.loads(run.done_path.read_text())["hash"] == "abc12345"
+    assert run.done_hash() == "abc12345"
     run.clear_done()
     assert not run.is_done()
     run.clear_done()  # clearing twice is fine
