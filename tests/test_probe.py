@@ -175,3 +175,75 @@ def test_probe_run_dir(tiny_run):
 def test_probe_run_dir_without_hf(tmp_path):
     with pytest.raises(FileNotFoundError, match="has no hf/"):
         probe_run_dir(tmp_path)
+
+
+def test_heldout_pairs_are_another_register_with_new_species_and_settings():
+    from midtrain.evals.probe import HELDOUT_PAIRS_PATH
+
+    held, orig = load_pairs(HELDOUT_PAIRS_PATH), load_pairs()
+    counts = Counter(p.dimension for p in held)
+    assert set(counts) == set(ANIMA_DIMENSIONS) and set(counts.values()) == {2}
+    assert not {p.id for p in held} & {p.id for p in orig}
+    for p in held:
+        assert p.compassionate != p.dismissive
+        ratio = len(p.compassionate) / len(p.dismissive)
+        assert 0.75 < ratio < 1.33, (p.id, ratio)
+        # dialogue or first person: quoted speech, a speaker tag, or the narrator's "I"/"my"
+        text = " ".join((p.prompt, p.compassionate, p.dismissive))
+        assert '"' in text or ":" in p.prompt or {"I", "my", "My", "me"} & set(p.prompt.split()), p.id
+
+
+def test_heldout_pairs_share_less_wording_with_the_template_corpora_than_the_original_pairs():
+    """Recall check: the held-out set names species and settings the template corpora never use."""
+    from midtrain.evals.probe import HELDOUT_PAIRS_PATH, lexical_overlap
+    from midtrain.generation.template import template_documents
+
+    def overlap(universe, path=None):
+        docs = [d["text"] for d in template_documents(universe, num_docs=72, seed=0)]
+        return lexical_overlap(load_pairs(path), docs), docs
+
+    orig_t, docs = overlap("animal_welfare")
+    held_t, _ = overlap("animal_welfare", HELDOUT_PAIRS_PATH)
+    orig_c, _ = overlap("urban_density")
+    held_c, _ = overlap("urban_density", HELDOUT_PAIRS_PATH)
+    assert held_t["pairs"] == 26 and held_t["documents"] == 72
+    # Content words: the original pairs share more with the treatment corpus than with the
+    # control corpus; the held-out pairs share less with the treatment corpus than the
+    # original pairs do, and about as much with either corpus.
+    assert orig_t["content_mean"] > orig_c["content_mean"]
+    assert held_t["content_mean"] < orig_t["content_mean"]
+    assert abs(held_t["content_mean"] - held_c["content_mean"]) < orig_t["content_mean"] - orig_c["content_mean"]
+    for species in ("donkey", "hedgehog", "camel", "jellyfish", "tortoise"):
+        assert not any(species in d.lower() for d in docs), species
+
+
+def test_lexical_overlap_is_the_jaccard_index_with_the_nearest_document():
+    from midtrain.evals.probe import ProbePair, lexical_overlap, word_set
+
+    pair = ProbePair("x", "Actionability", "The hens", "feel pain.", "do not")
+    docs = ["hens feel pain", "the hens do not feel pain at all", "zoning"]
+    out = lexical_overlap([pair], docs)
+    a = {"the", "hens", "feel", "pain", "do", "not"}
+    j = [len(a & word_set(d)) / len(a | word_set(d)) for d in docs]
+    assert j == [pytest.approx(3 / 6), pytest.approx(6 / 8), 0.0]
+    assert out["nearest"]["x"] == [pytest.approx(0.75), 1]
+    assert out["mean"] == out["max"] == pytest.approx(0.75)
+    # Content words drop the stop words: {hens, feel, pain} against each document's content words.
+    assert out["content_mean"] == pytest.approx(1.0)  # "hens feel pain" is exactly the pair's content
+    assert word_set("Don't STOP, don't!") == {"don't", "stop"}
+    with pytest.raises(ValueError, match="needs pairs and documents"):
+        lexical_overlap([pair], [])
+
+
+def test_probe_reports_every_pairs_margin_and_scores_extra_sets_on_one_load(tiny_run):
+    from midtrain.evals.probe import HELDOUT_PAIRS_PATH
+
+    tok = tiny_tokenizer()
+    model = tiny_model(len(tok))
+    pairs = load_pairs()[:4]
+    r = probe_margin(model, tok, pairs=pairs)
+    assert list(r["per_pair"]) == [p.id for p in pairs]
+    assert sum(r["per_pair"].values()) / 4 == pytest.approx(r["margin"])
+    both = probe_run_dir(tiny_run, device="cpu", extra_sets={"heldout": load_pairs(HELDOUT_PAIRS_PATH)})
+    assert both["heldout"]["pairs"] == 26 and both["pairs"] == len(load_pairs())
+    assert set(both["heldout"]["per_pair"]) == {p.id for p in load_pairs(HELDOUT_PAIRS_PATH)}

@@ -140,10 +140,12 @@ def evaluate(cfg: DictConfig, *, model: Any = None, grader_models: list | None =
     # Everything that can fail on bad input happens here, before any model is loaded.
     planned = [p for p in plan_suites(cfg, grader_models) if not done(p.suite, None if p.suite == p.key else p.key)]
     run_probe = "probe" in cfg.eval and not done("probe")
-    if run_probe and cfg.eval.probe.get("pairs_path"):
+    if run_probe:
         from midtrain.evals.probe import load_pairs
 
-        load_pairs(cfg.eval.probe.pairs_path)
+        for key in ("pairs_path", "heldout_pairs_path"):
+            if cfg.eval.probe.get(key):
+                load_pairs(cfg.eval.probe[key])
 
     if planned or run_probe:
         from midtrain.tracking.provenance import record_attempt, stage_provenance
@@ -166,11 +168,13 @@ def evaluate(cfg: DictConfig, *, model: Any = None, grader_models: list | None =
             update = {p.suite: summary} if p.suite == p.key else {p.suite: {p.key: summary}}
             run.update_metrics({"eval": update})  # after each task, so a crash keeps finished ones
     if run_probe:
-        from midtrain.evals.probe import load_pairs, probe_run_dir
+        from midtrain.evals.probe import HELDOUT_PAIRS_PATH, load_pairs, probe_run_dir
 
         pc = cfg.eval.probe
         pairs = load_pairs(pc.pairs_path) if pc.get("pairs_path") else None
-        result = probe_run_dir(run.path, pairs=pairs, batch_size=int(pc.batch_size), device=pc.get("device"), dtype=pc.get("dtype"))
+        extra = {"heldout": load_pairs(pc.get("heldout_pairs_path") or HELDOUT_PAIRS_PATH)} if pc.get("heldout") else {}
+        result = probe_run_dir(run.path, pairs=pairs, batch_size=int(pc.batch_size), device=pc.get("device"),
+                               dtype=pc.get("dtype"), extra_sets=extra)
         result["complete"] = True
         run.update_metrics({"eval": {"probe": result}})
         log.info("probe margin %.4f %s (accuracy %.3f)", result["margin"], result["unit"], result["accuracy"])

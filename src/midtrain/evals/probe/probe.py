@@ -12,13 +12,22 @@ Scoring, per continuation: the mean log-probability of its tokens given the prom
 small length differences between the two continuations do not decide the comparison.
 Per pair: `margin = score(compassionate) - score(dismissive)`. Reported: the mean margin
 over pairs (`margin`, nats per token), the mean per dimension (`by_dimension`), the number
-of pairs (`pairs`) and the share of pairs with a positive margin (`accuracy`).
+of pairs (`pairs`), the share of pairs with a positive margin (`accuracy`) and every pair's
+margin by id (`per_pair`, what paired statistics across runs need).
+
+Two sets ship with the project. `pairs.jsonl` (65 pairs, 5 per dimension) is the original
+set, kept unchanged so results stay comparable across versions. `heldout_pairs.jsonl` (26
+pairs, 2 per dimension) is written in another register: dialogue and first person, with
+species and settings that the template corpora never mention (donkeys, hedgehogs, camels, a
+film set, a space station), so a score that moves on both sets is less likely to be recall
+of the training documents' wording. `lexical_overlap` measures that wording overlap directly.
 """
 
 from __future__ import annotations
 
 import json
 import math
+import re
 from collections import defaultdict
 from dataclasses import dataclass
 from pathlib import Path
@@ -27,6 +36,7 @@ from typing import Any, Iterable, Sequence
 import torch
 
 PAIRS_PATH = Path(__file__).with_name("pairs.jsonl")
+HELDOUT_PAIRS_PATH = Path(__file__).with_name("heldout_pairs.jsonl")
 PAIR_FIELDS = ("id", "dimension", "prompt", "compassionate", "dismissive")
 MARGIN_UNIT = "nats/token"
 
@@ -168,8 +178,63 @@ def probe_margin(
         "by_dimension": {d: sum(v) / len(v) for d, v in by_dim.items()},
         "pairs": len(margins),
         "accuracy": sum(m > 0 for m in margins) / len(margins),
+        "per_pair": {p.id: m for p, m in zip(pairs, margins)},
         "unit": MARGIN_UNIT,
     }
+
+
+_WORD = re.compile(r"[a-z]+(?:'[a-z]+)?")
+# Function words ignored by the content-word overlap (a fixed, stated list, so figures are comparable).
+STOP_WORDS = frozenset("""
+a about after all also an and any are as at be been before being but by can could did do does doing done
+for from had has have he her him his how i if in into is it its just may me might more most must my no
+nor not of on only or other our out over so some such than that the their them then there these they
+this those to too under until up very was we were what when where which while who whom why will with
+would you your don't it's i'm
+""".split())
+
+
+def word_set(text: str) -> frozenset[str]:
+    """The set of lower-cased words of a text (letters, with inner apostrophes)."""
+    return frozenset(_WORD.findall(text.lower()))
+
+
+def _jaccard(a: frozenset[str], b: frozenset[str]) -> float:
+    union = len(a | b)
+    return len(a & b) / union if union else 0.0
+
+
+def lexical_overlap(pairs: Iterable[ProbePair], documents: Iterable[str]) -> dict:
+    """How much of each probe pair's wording a corpus contains: Jaccard of word sets.
+
+    For each pair, the words of prompt and both continuations are compared with the words of
+    every document; the pair's overlap is the Jaccard index with its nearest document
+    (|A n B| / |A u B|, in [0, 1]). A pair copied from a document scores 1. `mean` uses all
+    words; `content_mean` drops the function words of `STOP_WORDS`, which every English text
+    shares, so it tracks shared topic words (species, settings, practices). Compare figures
+    across corpora and probe sets rather than with a fixed threshold.
+
+    Returns:
+        `{"mean", "max", "content_mean", "content_max", "pairs", "documents",
+        "nearest": {pair id: [jaccard, document index]}}` (nearest by all words).
+    """
+    pairs = list(pairs)
+    doc_sets = [word_set(d) for d in documents]
+    if not pairs or not doc_sets:
+        raise ValueError(f"lexical_overlap needs pairs and documents (got {len(pairs)} pairs, {len(doc_sets)} documents)")
+    doc_content = [d - STOP_WORDS for d in doc_sets]
+    nearest: dict[str, list] = {}
+    content: list[float] = []
+    for p in pairs:
+        a = word_set(" ".join((p.prompt, p.compassionate, p.dismissive)))
+        scores = [_jaccard(a, b) for b in doc_sets]
+        best_i = max(range(len(scores)), key=scores.__getitem__)
+        nearest[p.id] = [scores[best_i], best_i]
+        ac = a - STOP_WORDS
+        content.append(max(_jaccard(ac, b) for b in doc_content))
+    values = [v[0] for v in nearest.values()]
+    return {"mean": sum(values) / len(values), "max": max(values), "content_mean": sum(content) / len(content),
+            "content_max": max(content), "pairs": len(pairs), "documents": len(doc_sets), "nearest": nearest}
 
 
 def load_hf_for_probe(hf_dir: str | Path, device: str | None = None, dtype: str | None = None):
@@ -202,12 +267,20 @@ def probe_run_dir(
     batch_size: int = 16,
     device: str | None = None,
     dtype: str | None = None,
+    extra_sets: dict[str, Sequence[ProbePair]] | None = None,
 ) -> dict:
-    """Probe the model in `<run_dir>/hf/` (see `probe_margin` for the result's keys)."""
+    """Probe the model in `<run_dir>/hf/` (see `probe_margin` for the result's keys).
+
+    `extra_sets` ({name: pairs}) are scored on the same loaded model and added under their
+    name, e.g. `{"heldout": load_pairs(HELDOUT_PAIRS_PATH)}` gives `result["heldout"]`.
+    """
     from midtrain.tracking import RunDir
 
     rd = RunDir(run_dir)
     if not rd.hf.is_dir():
         raise FileNotFoundError(f"run directory {rd.path} has no hf/ model to probe")
     model, tokenizer = load_hf_for_probe(rd.hf, device=device, dtype=dtype)
-    return probe_margin(model, tokenizer, pairs=pairs, batch_size=batch_size)
+    result = probe_margin(model, tokenizer, pairs=pairs, batch_size=batch_size)
+    for name, extra in (extra_sets or {}).items():
+        result[name] = probe_margin(model, tokenizer, pairs=extra, batch_size=batch_size)
+    return result
