@@ -278,7 +278,8 @@ def _callbacks(cfg: DictConfig, run: RunDir, model: "torch.nn.Module", dm: "Pack
     if probe_every:
         from midtrain.lightning.probe_callback import ProbeCallback
 
-        callbacks.append(ProbeCallback(every_n_steps=int(probe_every), tokenizer=tokenizer))
+        ends = bool(cfg.trainer.get("probe_at_ends", True))
+        callbacks.append(ProbeCallback(every_n_steps=int(probe_every), tokenizer=tokenizer, at_start=ends, at_end=ends))
     if cfg.data.get("audit"):
         from midtrain.lightning.data_audit import DataAudit
 
