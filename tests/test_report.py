@@ -110,6 +110,26 @@ def test_report_over_fixture_sweep(sweep, tmp_path):
     assert json.loads((out / "report.json").read_text())["missing"] == result["missing"]
 
 
+def test_report_states_treatment_minus_control_paired_by_seed(sweep, tmp_path):
+    from scipy import stats as sps
+
+    result = report(_cfg([sweep], tmp_path / "report"))
+    gaps = {(g["num_docs"], g["instruct_samples"]): g for g in result["paired_gaps"]}
+    assert set(gaps) == {(500, 0), (3000, 0)}  # the 3000/500 cell has no control to compare with
+    g = gaps[(500, 0)]
+    d = [0.50 - 0.40, 0.60 - 0.42, 0.70 - 0.44]
+    assert (g["a"], g["b"], g["n_seeds"]) == ("treatment", "control", 3)
+    assert g["mean"] == pytest.approx(sum(d) / 3) and g["stderr"] == pytest.approx(float(sps.sem(d)))
+    assert g["interval"] == pytest.approx(list(sps.t.interval(0.95, 2, loc=sum(d) / 3, scale=sps.sem(d))))
+    assert g["verdict"] == "none"  # +0.18, but three seeds this spread give an interval across zero
+    g3 = gaps[(3000, 0)]
+    assert g3["seeds"] == [0, 1]  # control seed 2 never ran: paired on the seeds both have
+    assert g3["mean"] == pytest.approx((0.34 + 0.37) / 2) and g3["verdict"] == "above"
+    md = (tmp_path / "report" / "summary.md").read_text()
+    assert "## Differences between conditions" in md
+    assert "| tiny-llama | 500 | 0 | treatment - control | 3 | +0.180 ± 0.046 |" in md
+
+
 def test_report_bad_input_is_named(tmp_path, sweep):
     with pytest.raises(FileNotFoundError, match="sweep_dirs: .*nope"):
         report(_cfg([tmp_path / "nope"], tmp_path / "o"))

@@ -10,6 +10,9 @@ runs of W&B groups), and writes, under ``out_dir``:
   versions it recorded (``provenance`` in its metrics.json, over every attempt);
 - in ``summary.csv`` (``provenance_differs``) and ``summary.md``: every cell whose runs differ
   in code commit or in a library's version;
+- a section of ``summary.md`` (and ``paired_gaps`` in ``report.json``): treatment minus control
+  and minus the instruction-tuning baseline per cell, paired by seed, with a 95% t interval
+  and what it supports (``midtrain.stats.condition_gaps``);
 - ``problems.csv`` and a section of ``summary.md``: every run that was not aggregated (no
   ``metrics.json``, corrupt JSON, not DONE, headline metric absent) and every seed missing
   from a cell, so a half-finished sweep cannot pass for a finished one;
@@ -37,6 +40,7 @@ import hydra
 from omegaconf import DictConfig, OmegaConf
 
 from midtrain.paths import CONF_DIR
+from midtrain import stats
 from midtrain.tracking.provenance import PROVENANCE_KEYS, differing_provenance, format_values, run_provenance
 from midtrain.tracking.rundir import atomic_write_json, atomic_write_text, read_json
 
@@ -564,10 +568,12 @@ def report(cfg: DictConfig) -> dict:
              "report_json": out_dir / "report.json"}
     atomic_write_text(files["summary_csv"], summary_csv(summary, group_by))
     minuend, subtrahend = str(cfg.gap.minuend), str(cfg.gap.subtrahend)
+    paired = stats.condition_gaps(rows, group_by)  # with 95% t intervals, also vs the baseline
     gap_rows = gaps(rows, group_by, minuend, subtrahend)
     curves = curve_gaps(rows, minuend, subtrahend)
     atomic_write_text(files["summary_md"], summary_markdown(summary, group_by, cfg.metric, problems, missing, rows)
-                      + gaps_markdown(gap_rows, cfg.metric, minuend, subtrahend))
+                      + gaps_markdown(gap_rows, cfg.metric, minuend, subtrahend)
+                      + stats.gaps_markdown(paired))
     atomic_write_text(files["runs_csv"], _csv(
         ["sweep", "run_id", *CONDITION_KEYS, "score", "source", *PROVENANCE_KEYS],
         ([r["sweep"], r["run_id"], *[r[k] for k in CONDITION_KEYS], r["score"], r["source"],
@@ -588,7 +594,7 @@ def report(cfg: DictConfig) -> dict:
     if cfg.plots.enabled and (gap_rows or curves):
         plots.update(_plot_gaps(gap_rows, curves, out_dir, cfg))
     result = {"summary": summary, "runs": rows, "problems": problems, "missing": missing,
-              "gaps": gap_rows, "curve_gaps": curves,
+              "gaps": gap_rows, "curve_gaps": curves, "paired_gaps": paired,
               "files": {**{k: str(v) for k, v in files.items()}, **plots}}
     atomic_write_json(files["report_json"], result)
     log.info("%d runs in %d cells, %d problems, %d missing seeds -> %s", len(rows), len(summary), len(problems),
