@@ -8,93 +8,200 @@ from pathlib import Path
 
 import pytest
 
+import numpy as np
+
 from midtrain.demo import (
     compose_preset,
     expand_jobs,
     format_summary,
     grid_overrides,
+    lexical_overlaps,
     main,
     plan_corpora,
-    plot_summary,
+    plot_erosion,
+    plot_gaps,
+    plot_training,
+    reference_overrides,
     run_demo,
     summarize,
+    training_curves,
 )
 
 
-def _run(condition: str, seed: int, margins: dict[str, float], anima: float | None = None) -> dict:
-    by_stage = {s: {"probe": {"margin": m, "accuracy": 0.5 + m, "pairs": 65}} for s, m in margins.items()}
-    last = by_stage[list(margins)[-1]]
+def _probe(per_pair: list[float], prefix: str = "p") -> dict:
+    pp = {f"{prefix}{i}": m for i, m in enumerate(per_pair)}
+    return {"margin": sum(per_pair) / len(per_pair), "accuracy": sum(m > 0 for m in per_pair) / len(per_pair),
+            "pairs": len(per_pair), "per_pair": pp, "by_dimension": {"Moral Consideration": sum(per_pair) / len(per_pair)}}
+
+
+def _run(condition: str, seed: int, samples: int, stages: dict[str, list[float]], anima: float | None = None) -> dict:
+    """A pipeline metrics.json: each stage's original probe margins per pair; held-out = half of them."""
+    by_stage = {}
+    for s, margins in stages.items():
+        p = _probe(margins)
+        p["heldout"] = _probe([m / 2 for m in margins[:3]], "h")
+        by_stage[s] = {"probe": p}
+    last = by_stage[list(stages)[-1]]
     ev = {**last, **({"anima": {"overall_mean": anima}} if anima is not None else {})}
-    return {"run_id": f"{condition}-s{seed}", "condition": condition, "seed": seed, "eval": ev,
-            "eval_by_stage": by_stage}
+    return {"run_id": f"{condition}-i{samples}-s{seed}", "condition": condition, "seed": seed,
+            "instruct_samples": samples, "eval": ev, "eval_by_stage": by_stage}
 
 
-RUNS = [
-    _run("control", 0, {"base": -0.30, "midtrain": -0.20, "instruct": -0.22}),
-    _run("treatment", 0, {"base": -0.30, "midtrain": 0.10, "instruct": 0.02}),
-    _run("treatment", 1, {"base": -0.30, "midtrain": 0.20, "instruct": 0.06}),
-    _run("base", 0, {"base": -0.30, "instruct": -0.25}),
-]
+def _offset(values: list[float], d: float) -> list[float]:
+    return [v + d for v in values]
 
 
-def test_summary_averages_seeds_and_compares_treatment_with_control():
-    s = summarize(RUNS)
-    assert list(s["conditions"]) == ["treatment", "control", "base"]  # treatment first, whatever the run order
+BASE = [-0.4, -0.3, -0.35, -0.2, -0.5, -0.25]
+NOISE = {0: [0.01, -0.02, 0.0, 0.015, -0.005, 0.01], 1: [-0.01, 0.0, 0.02, -0.01, 0.01, 0.0],
+         2: [0.0, 0.01, -0.015, 0.005, 0.0, -0.01]}
+
+
+def _study() -> list[dict]:
+    """Treatment clearly above control after midtraining, the gap eroding to nothing by 48 samples;
+    the baseline level with the treatment throughout."""
+    runs = [_run("base", 0, 0, {"base": BASE})]
+    for seed, noise in NOISE.items():
+        for cond, lift in (("treatment", 0.20), ("control", 0.10), ("instruct_baseline", 0.20)):
+            mid = _offset([b + n for b, n in zip(BASE, noise)], lift)
+            for samples, erode in ((16, 0.5), (48, 0.0)):
+                keep = lift if cond == "control" else 0.10 + (lift - 0.10) * erode
+                ins = _offset([b + n for b, n in zip(BASE, noise)], keep)
+                runs.append(_run(cond, seed, samples, {"midtrain": mid, "instruct": ins}))
+    return runs
+
+
+def test_summary_means_stderr_and_stage_keys_per_instruction_size():
+    s = summarize(_study())
+    assert list(s["conditions"]) == ["treatment", "control", "instruct_baseline", "base"]
+    assert s["stages"] == ["base", "midtrain", "instruct:16", "instruct:48"]
     t = s["conditions"]["treatment"]
-    assert t["runs"] == 2 and t["stages"]["midtrain"]["n"] == 2
-    assert t["stages"]["midtrain"]["margin"] == pytest.approx(0.15)
-    assert t["stages"]["instruct"]["accuracy"] == pytest.approx(0.54)
+    assert t["runs"] == 6 and t["seeds"] == [0, 1, 2]
+    mid = t["stages"]["midtrain"]["original"]
+    per_seed = [sum(_offset([b + n for b, n in zip(BASE, NOISE[k])], 0.2)) / 6 for k in (0, 1, 2)]
+    assert mid["n"] == 3 and mid["pairs"] == 6  # the two sizes share midtraining: one result per seed
+    assert mid["margin"] == pytest.approx(sum(per_seed) / 3)
+    assert mid["stderr"] == pytest.approx(float(np.std(per_seed, ddof=1) / np.sqrt(3)))
+    assert t["stages"]["midtrain"]["heldout"]["pairs"] == 3
+    assert set(s["conditions"]["base"]["stages"]) == {"base"}
     assert "midtrain" not in s["conditions"]["base"]["stages"]  # never midtrained: absent, not zero
-    assert s["treatment_minus_control"] == pytest.approx({"base": 0.0, "midtrain": 0.35, "instruct": 0.26})
-    assert "anima" not in t
 
+
+def test_summary_gaps_are_paired_and_say_what_the_intervals_support():
+    s = summarize(_study())
+    gaps = {(g["a"], g["b"], g["stage"], g["probe_set"]): g for g in s["gaps"]}
+    g = gaps[("treatment", "control", "midtrain", "original")]
+    assert g["mean"] == pytest.approx(0.10) and g["n_seeds"] == 3 and g["n_pairs"] == 6
+    assert g["verdict"] == "above" and g["pairs_interval"][0] > 0 and g["seeds_interval"][0] > 0
+    assert gaps[("treatment", "control", "instruct:16", "original")]["mean"] == pytest.approx(0.05)
+    assert gaps[("treatment", "control", "instruct:48", "original")]["verdict"] == "none"
+    assert gaps[("treatment", "instruct_baseline", "midtrain", "original")]["verdict"] == "none"
+    assert gaps[("treatment", "control", "midtrain", "heldout")]["n_pairs"] == 3
     text = format_summary(s)
-    lines = text.splitlines()
-    row = next(line for line in lines if line.startswith("| treatment"))
-    assert "(n=2)" in row and "+0.150 (65%)" in row and "+0.040 (54%)" in row
-    assert next(line for line in lines if line.startswith("| base")).count(" - ") == 1
-    assert "treatment - control: base +0.000, midtrain +0.350, instruct +0.260" in text
-    assert "After midtraining the treatment's margin is above the control's." in text
-    assert "ANIMA" not in text
+    assert "After midtraining (original probe): treatment is above control" in text
+    assert "After 48 instruction samples (original probe): no detectable difference between treatment and control" in text
+    assert "no detectable difference between treatment and instruct_baseline" in text
+    # Erosion: the treatment loses 0.10 over 48 samples, the control nothing, so the gap shrinks.
+    ero = s["erosion"]
+    assert ero["conditions"]["control"]["per_100_samples"] == pytest.approx(0.0, abs=1e-9)
+    assert ero["conditions"]["treatment"]["per_100_samples"] < 0
+    assert ero["gaps"]["treatment-control"]["n_seeds"] == 3
+    assert "Erosion of treatment minus control: the gap shrinks with instruction tuning" in text
+    row = next(line for line in text.splitlines() if line.startswith("| treatment") and "after midtraining" in line)
+    assert "± " in row and "| 3 " in row
 
 
-def test_summary_says_so_when_the_treatment_is_not_ahead_and_shows_anima():
-    runs = [_run("treatment", 0, {"base": -0.3, "midtrain": -0.25}, anima=0.61),
-            _run("control", 0, {"base": -0.3, "midtrain": -0.1}, anima=0.42)]
+def test_summary_shows_anima_per_instruction_size():
+    runs = [_run("treatment", 0, 16, {"midtrain": [0.1, 0.2], "instruct": [0.1, 0.1]}, anima=0.61),
+            _run("control", 0, 16, {"midtrain": [0.0, 0.1], "instruct": [0.0, 0.0]}, anima=0.42)]
     s = summarize(runs)
-    assert s["conditions"]["treatment"]["anima"] == {"overall_mean": 0.61, "n": 1}
+    assert s["conditions"]["treatment"]["stages"]["instruct:16"]["anima"] == {"overall_mean": 0.61, "stderr": None, "n": 1}
     text = format_summary(s)
-    assert "NOT above" in text
-    assert "ANIMA (final)" in text and "61.0%" in text and "42.0%" in text
+    assert "ANIMA" in text and "61.0%" in text and "42.0%" in text
+    assert "too few seeds or pairs" in text  # one seed: no interval over seeds, and it says so
 
 
-def test_summary_plot_is_written(tmp_path):
-    path = plot_summary(summarize(RUNS), tmp_path / "plots" / "probe_by_stage.png")
-    assert path.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+def test_summary_plots_are_written(tmp_path):
+    s = summarize(_study())
+    for path in (plot_gaps(s, tmp_path / "gap.png"), plot_erosion(s, tmp_path / "erosion.png")):
+        assert path.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    curves = {"treatment": {0: [(2, -0.3), (4, -0.2)]}, "control": {0: [(2, -0.3), (4, -0.25)]}}
+    assert plot_training(curves, s, tmp_path / "t.png").read_bytes()[:4] == b"\x89PNG"
+    assert plot_training({}, s, tmp_path / "none.png") is None
 
 
-def test_demo_preset_is_smollm2_on_generated_corpora_scored_at_every_stage(tmp_path):
+def test_training_curves_follow_each_seed_from_the_untrained_model(tmp_path):
+    runs = _study()
+    for r in runs:
+        if r["condition"] != "base":
+            r["train"] = {"midtrain": {"global_steps": 5}, "instruct": {"global_steps": r["instruct_samples"] // 8}}
+    log = tmp_path / "t0" / "midtrain" / "logs" / "midtrain"
+    log.mkdir(parents=True)
+    (log / "metrics.csv").write_text("epoch,probe/accuracy,probe/margin,step,train/loss\n0,0.5,-0.21,2,\n0,,,3,2.5\n")
+    first_t0 = next(r for r in runs if r["condition"] == "treatment" and r["seed"] == 0)
+    first_t0["_dir"] = str(tmp_path / "t0")
+    curves = training_curves(runs)
+    assert set(curves) == {"treatment", "control", "instruct_baseline"}
+    t0 = curves["treatment"][0]
+    mid = sum(_offset([b + n for b, n in zip(BASE, NOISE[0])], 0.2)) / 6
+    assert [s for s, _ in t0] == [0, 2, 5, 7, 11]  # base, logged in midtraining, after it, 16 and 48 samples
+    assert t0[0][1] == pytest.approx(sum(BASE) / 6) and t0[1][1] == pytest.approx(-0.21)
+    assert t0[2][1] == pytest.approx(mid)
+    assert [s for s, _ in curves["control"][1]] == [0, 5, 7, 11]
+
+
+def test_lexical_overlap_sees_recall(tmp_path):
+    from midtrain.evals.probe import ProbePair
+
+    pair = ProbePair("x", "Moral Consideration", "the hens feel pain", "so they matter", "so they do not")
+    copied = lexical_overlaps({"copy": ["the hens feel pain so they matter so they do not"],
+                               "other": ["zoning rules for the city centre"]}, {"original": [pair]})
+    assert copied["original"]["copy"]["mean"] == pytest.approx(1.0)
+    assert 0 < copied["original"]["other"]["mean"] < 0.2
+
+
+def test_demo_preset_is_a_small_study_on_smollm2(tmp_path):
     cfg = compose_preset("demo", [f"paths.runs_root={tmp_path}"])
     assert cfg.model.name == "smollm2-135m" and cfg.model.source == "gguf"
     assert cfg.corpus.source == "jsonl" and cfg.sweep_name == "demo"
-    assert list(cfg.stages.evaluate.after) == ["base", "midtrain", "instruct"]
+    assert list(cfg.stages.evaluate.after) == ["midtrain", "instruct"]
     assert list(cfg.stages.evaluate.suites) == ["probe"]
     assert cfg.instruct.path == "package:instruct/demo_alpaca.jsonl" and cfg.instruct.samples > 0
+    # Seeds replicate the draws of documents, Q&A pairs and instruction samples.
+    seeded = compose_preset("demo", [f"paths.runs_root={tmp_path}", "seed=2"])
+    assert seeded.corpus.seed == seeded.qa.seed == seeded.instruct.seed == 2
+    assert cfg.corpus.pool_size > cfg.corpus.num_docs
+    axes = list(zip(*expand_jobs("demo", [])))
+    values = {v.split("=")[0]: {a.split("=")[1] for a in axis} for axis in axes for v in axis[:1]}
+    assert values["experiment"] == {"treatment", "control", "instruct_baseline"}
+    assert len(values["seed"]) >= 3 and len(values["instruct.samples"]) >= 2
 
 
 def test_grid_expands_like_hydra_and_command_line_values_win():
-    assert expand_jobs("demo", []) == [["experiment=treatment"], ["experiment=control"]]
-    jobs = expand_jobs("demo", ["seed=0,1", "model=tiny_llama"])
-    assert len(jobs) == 4 and ["experiment=control", "seed=1", "model=tiny_llama"] in jobs
-    assert expand_jobs("demo", ["experiment=control"]) == [["experiment=control"]]
+    jobs = expand_jobs("demo", ["seed=0,1", "instruct.samples=4", "model=tiny_llama"])
+    assert len(jobs) == 6 and ["seed=1", "experiment=control", "instruct.samples=4", "model=tiny_llama"] in jobs
+    assert jobs[0][0] == jobs[2][0] == "seed=0"  # seed outermost: whole seeds finish first
+    assert expand_jobs("demo", ["experiment=control", "seed=0", "instruct.samples=4"]) == [
+        ["seed=0", "experiment=control", "instruct.samples=4"]]
 
 
 def test_plan_writes_one_corpus_per_universe_and_none_for_in_process_corpora(tmp_path):
-    over = [f"paths.runs_root={tmp_path}", "corpus.num_docs=5,7"]
+    over = [f"paths.runs_root={tmp_path}", "corpus.num_docs=5,7", "corpus.pool_size=null"]
     plan = plan_corpora("demo", over)
     assert [(e["universe"], e["num_docs"]) for e in plan] == [("animal_welfare", 7), ("urban_density", 7)]
     assert plan[0]["out_dir"] == (tmp_path / "demo-corpora" / "animal_welfare").resolve()
+    pooled = plan_corpora("demo", [f"paths.runs_root={tmp_path}", "corpus.num_docs=5", "corpus.pool_size=12"])
+    assert [e["num_docs"] for e in pooled] == [12, 12]  # a pool to draw each seed's documents from
     assert plan_corpora("demo", [f"paths.runs_root={tmp_path}", "corpus=template"]) == []
+
+
+def test_the_reference_run_scores_the_untrained_model_once_for_a_pretrained_model(tmp_path):
+    over = [f"paths.runs_root={tmp_path}"]
+    ref = reference_overrides("demo", over)
+    assert "experiment=base" in ref and "seed=0" in ref and "instruct.samples=0" in ref
+    assert "stages.evaluate.after=[base]" in ref
+    tiny = reference_overrides("demo", [*over, "model=tiny_llama", "seed=3,4"])
+    assert "seed=3,4" in tiny  # random init differs per seed: one reference per seed
+    assert reference_overrides("demo", [*over, "experiment=base,treatment"]) is None
 
 
 def test_grid_overrides_add_anima_and_an_absolute_runs_root(tmp_path, monkeypatch):
@@ -125,35 +232,83 @@ def test_bad_input_fails_before_any_work(tmp_path, monkeypatch, capsys):
 
 
 @pytest.mark.slow
-def test_demo_grid_on_the_tiny_model_end_to_end(tmp_path, capsys):
-    over = ["model=tiny_llama", f"paths.runs_root={tmp_path / 'runs'}", "corpus.num_docs=8", "data.seq_len=128",
-            "instruct.samples=4", "trainer.accelerator=cpu", "trainer.enable_progress_bar=false"]
+def test_demo_study_on_the_tiny_model_end_to_end(tmp_path, capsys):
+    """The demo's study on the tiny model; its statistics are recomputed here from the run
+    directories alone (metrics.json files read directly, numpy and scipy, no demo code)."""
+    from scipy import stats as sps
+
+    over = ["model=tiny_llama", f"paths.runs_root={tmp_path / 'runs'}", "corpus.num_docs=8", "corpus.pool_size=16",
+            "data.seq_len=128", "instruct.samples=4,8", "trainer.accelerator=cpu", "trainer.enable_progress_bar=false"]
     result = run_demo(over)
     out = capsys.readouterr().out
+    sweep = Path(result["sweep_dir"])
 
-    assert list(result["conditions"]) == ["treatment", "control"]
-    for cond in ("treatment", "control"):
+    assert list(result["conditions"]) == ["treatment", "control", "instruct_baseline", "base"]
+    for cond in ("treatment", "control", "instruct_baseline"):
         stages = result["conditions"][cond]["stages"]
-        assert set(stages) == {"base", "midtrain", "instruct"}
-        assert all(st["n"] == 1 for st in stages.values())
-    # Same seed, same untrained model: both conditions start from the same base margin.
-    assert result["treatment_minus_control"]["base"] == pytest.approx(0.0, abs=1e-6)
+        assert set(stages) == {"midtrain", "instruct:4", "instruct:8"}
+        assert all(st["original"]["n"] == 3 and st["heldout"]["n"] == 3 for st in stages.values())
+    assert result["conditions"]["base"]["stages"]["base"]["original"]["n"] == 3  # random init: one per seed
+
+    # Independent computation from the run directories.
+    runs = [json.loads((d / "metrics.json").read_text()) for d in sweep.iterdir()
+            if d.is_dir() and not d.name.startswith(".") and (d / "DONE").exists()]
+    assert len(runs) == 3 * 3 * 2 + 3
+
+    def margins(cond, stage, samples, key):
+        got = {}
+        for r in runs:
+            if r["condition"] == cond and r["instruct_samples"] == samples:
+                p = r["eval_by_stage"][stage]["probe"]
+                got[r["seed"]] = (p if key == "original" else p["heldout"])["per_pair"]
+        return got
+
+    for stage, samples, key in (("midtrain", 4, "midtrain"), ("instruct", 4, "instruct:4"), ("instruct", 8, "instruct:8")):
+        for ps in ("original", "heldout"):
+            for b in ("control", "instruct_baseline"):
+                ta, tb = margins("treatment", stage, samples, ps), margins(b, stage, samples, ps)
+                ids = sorted(ta[0])
+                d = np.array([[ta[s][i] - tb[s][i] for i in ids] for s in (0, 1, 2)])
+                g = next(g for g in result["gaps"] if (g["b"], g["stage"], g["probe_set"]) == (b, key, ps))
+                assert g["n_seeds"] == 3 and g["n_pairs"] == len(ids) == (65 if ps == "original" else 26)
+                assert g["mean"] == pytest.approx(d.mean())
+                per_seed = d.mean(axis=1)
+                assert g["seeds_interval"] == pytest.approx(list(sps.t.interval(0.95, 2, loc=per_seed.mean(),
+                                                                                 scale=sps.sem(per_seed))))
+                ci = sps.bootstrap((d.mean(axis=0),), np.mean, n_resamples=9999, method="BCa",
+                                   random_state=np.random.default_rng(0)).confidence_interval
+                assert g["pairs_interval"] == pytest.approx([ci.low, ci.high])
+            t = margins("treatment", stage, samples, ps)
+            means = [np.mean(list(t[s].values())) for s in (0, 1, 2)]
+            st = result["conditions"]["treatment"]["stages"][key][ps]
+            assert st["margin"] == pytest.approx(np.mean(means))
+            assert st["stderr"] == pytest.approx(sps.sem(means))
+
+    # The larger size reused the smaller one's midtraining: the same files, not a retrained copy.
+    for cond in ("treatment", "control", "instruct_baseline"):
+        small = next(sweep.glob(f"{cond}-*-i4-s1*")) / "midtrain" / "hf" / "model.safetensors"
+        large = next(sweep.glob(f"{cond}-*-i8-s1*")) / "midtrain" / "hf" / "model.safetensors"
+        assert small.stat().st_ino == large.stat().st_ino
+
     for corpus in ("animal_welfare", "urban_density"):
         manifest = json.loads((tmp_path / "runs" / "demo-corpora" / corpus / "manifest.json").read_text())
-        assert manifest["num_written"] == 8 and manifest["source"] == "template-smoke"
+        assert manifest["num_written"] == 16 and manifest["source"] == "template-smoke"
+    assert set(result["overlap"]) == {"original", "heldout"}
+    assert set(result["overlap"]["original"]) == {"treatment documents", "control documents",
+                                                  "instruct_baseline Q&A", "instruction set"}
     report = tmp_path / "runs" / "demo-report"
-    for rel in ("demo_summary.md", "demo_summary.json", "probe_by_stage.png", "base/summary.md",
+    for rel in ("demo_summary.md", "demo_summary.json", "gap_by_stage.png", "erosion.png", "probe_during_training.png",
+                "base/summary.md",
                 "midtrain/summary.csv", "instruct/by_dimension.png"):
         assert (report / rel).is_file(), rel
-    assert "| treatment" in out and "| control" in out and "treatment - control:" in out
-    assert str(report / "probe_by_stage.png") in out
+    assert "| treatment" in out and "What the intervals support:" in out and "95% CI (pairs)" in out
+    assert str(report / "gap_by_stage.png") in out
     assert (report / "demo_summary.md").read_text() in out
 
     # Everything is DONE: a second call trains nothing and reports the same numbers.
     t0 = time.monotonic()
     again = run_demo(over)
-    assert time.monotonic() - t0 < 60
-    assert again["conditions"] == result["conditions"]
-    sweep = Path(result["sweep_dir"])
-    assert sorted(p.name.rsplit("-", 1)[0] for p in sweep.iterdir() if not p.name.startswith(".")) == [
-        "control-tiny-llama-n8-i4-s0", "treatment-tiny-llama-n8-i4-s0"]
+    assert time.monotonic() - t0 < 120
+    assert again["conditions"] == result["conditions"] and again["gaps"] == result["gaps"]
+    names = sorted(p.name.rsplit("-", 1)[0] for p in sweep.iterdir() if not p.name.startswith("."))
+    assert len(names) == 21 and "treatment-tiny-llama-n8-i8-s2" in names and "base-tiny-llama-i0-s1" in names
