@@ -113,3 +113,16 @@ def test_unknown_eval_target_is_refused(tmp_path):
     cfg = compose_cfg("pipeline", _overrides(tmp_path, "stages.evaluate.after=[midtrain,nowhere]"))
     with pytest.raises(ValueError, match="nowhere"):
         pipeline(cfg)
+
+
+def test_stage_trainer_overrides_reach_only_their_stage(tmp_path):
+    from midtrain.pipeline import stage_config
+
+    cfg = compose_cfg("pipeline", ["debug=smoke", f"paths.runs_root={tmp_path}", "experiment=treatment",
+                                   "+stages.midtrain.trainer.probe_every_n_steps=2",
+                                   "+stages.midtrain.trainer.probe_at_ends=false"])
+    mid = stage_config(cfg, "midtrain", "lm", None)
+    ins = stage_config(cfg, "instruct", "sft", None)
+    assert mid.trainer.probe_every_n_steps == 2 and mid.trainer.probe_at_ends is False
+    assert ins.trainer.probe_every_n_steps == cfg.trainer.probe_every_n_steps
+    assert ins.trainer.probe_at_ends is True
