@@ -812,9 +812,9 @@ def run_demo(overrides: Sequence[str] = (), *, preset: str = "demo", grader_mode
                          f"stages.evaluate.suites (got {list(ev.suites)})")
     sweep_dir = Path(str(pcfg.paths.runs_root)) / str(pcfg.sweep_name)
     report_dir = Path(report_dir or Path(str(pcfg.paths.runs_root)) / f"{pcfg.sweep_name}-report").expanduser().resolve()
-    scored = [s for s in ev.after if s in STAGES]
     sizes = instruct_sizes(preset, overrides)
     reference = reference_overrides(preset, overrides)
+    scored = [s for s in STAGES if s in ev.after or (s == "base" and reference is not None)]
 
     plan = plan_corpora(preset, overrides)
     generate_corpora(plan, generate_seed)
