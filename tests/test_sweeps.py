@@ -14,7 +14,7 @@ from midtrain.paths import CONF_DIR, SWEEPS_DIR
 GROUP_KEYS = {"experiment", "debug", "model", "corpus", "instruct", "trainer", "data", "optim", "logger", "qa",
               "preserve"}
 
-EXPECTED_JOBS = {"doc_count": 18, "control": 12, "erosion": 45, "paper": 225, "smoke_local": 4, "demo": 2,
+EXPECTED_JOBS = {"doc_count": 18, "control": 12, "erosion": 45, "paper": 225, "smoke_local": 4, "demo": 18,
                  "preservation": 150, "preservation_cpu": 36}
 REQUIRED = {"doc_count", "control", "erosion", "paper", "smoke_local", "preservation"}
 PRESETS = sorted(p.stem for p in SWEEPS_DIR.glob("*.yaml"))
