@@ -232,6 +232,7 @@ def test_bad_input_fails_before_any_work(tmp_path, monkeypatch, capsys):
 
 
 @pytest.mark.slow
+@pytest.mark.timeout(3600)  # 21 runs, each its own processes: longer than the default on a loaded machine
 def test_demo_study_on_the_tiny_model_end_to_end(tmp_path, capsys):
     """The demo's study on the tiny model; its statistics are recomputed here from the run
     directories alone (metrics.json files read directly, numpy and scipy, no demo code)."""
