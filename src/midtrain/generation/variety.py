@@ -73,6 +73,7 @@ def details_instruction(d: dict[str, str]) -> str:
 # Statistics ---------------------------------------------------------------------------------
 _WORD = re.compile(r"\w+", re.U)
 _SENTENCE_START = re.compile(r"(?:^|[.!?:;\n\"'(\[]\s*|[-*\u2022#]\s+)$")
+_TITLE = re.compile(r"\b(?:Dr|Mr|Mrs|Ms|Mx|Prof|St|Sr|Jr|Rev|Gen|Col|Capt)\.\s*$")  # "Dr. Elena": no sentence break
 _NAME = re.compile(r"\b[A-Z][a-z]+(?:[-'][A-Z]?[a-z]+)?\b")
 # Capitalised words that are not names even mid-sentence.
 _NOT_NAMES = frozenset("""
@@ -106,7 +107,8 @@ def repeated_names(texts: Sequence[str], top: int = 10) -> list[dict]:
         found = []
         for m in _NAME.finditer(t):
             w = m.group(0)
-            if w in _NOT_NAMES or _SENTENCE_START.search(t[max(0, m.start() - 3):m.start()]):
+            before = t[max(0, m.start() - 8):m.start()]
+            if w in _NOT_NAMES or (_SENTENCE_START.search(before[-3:]) and not _TITLE.search(before)):
                 continue
             found.append(w)
         total.update(found)
