@@ -34,6 +34,7 @@ UNIVERSE = {
         {"id": "f1", "statement": "Animals affected by a decision have interests of their own."},
         {"id": "f2", "statement": "Fish and many invertebrates show credible signs of sentience."},
         {"id": "f3", "statement": "Scale matters: a harm to millions of animals weighs more than one to a few."},
+        {"id": "f4", "statement": "Good decisions name the welfare costs of an option and look for ways to reduce them."},
     ],
 }
 
@@ -107,7 +108,9 @@ def again_stages(out: Path, manifest: dict) -> dict:
 
 def test_resume_on_partial_real_output_gives_the_uninterrupted_corpus(tmp_path):
     reference = tmp_path / "ref"
-    generate_anyway(_cfg(reference), model=Replay().model())
+    full = Replay()
+    generate_anyway(_cfg(reference), model=full.model())
+    assert full.docs >= 4  # enough writing requests to stop in the middle of the stage
 
     out = tmp_path / "c"
     with pytest.raises(KeyboardInterrupt):
