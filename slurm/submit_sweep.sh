@@ -25,7 +25,7 @@ if [[ ! -f "$repo/sweeps/$preset.yaml" ]]; then
 fi
 command -v midtrain-pipeline >/dev/null || { echo "midtrain-pipeline not on PATH: activate the project's environment first" >&2; exit 1; }
 
-cd "$repo"   # the launcher's setup line sources slurm/env.sh relative to this directory
+cd "$repo"   # `--config-dir sweeps` is relative to the repository (slurm/env.sh is found from anywhere)
 mkdir -p logs
 log="logs/sweep-${preset}-$(date +%Y%m%d-%H%M%S).log"
 nohup midtrain-pipeline --config-dir sweeps --config-name "$preset" "$@" >"$log" 2>&1 &

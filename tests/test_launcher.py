@@ -48,7 +48,8 @@ def test_preset_composes_and_matches_trainer_devices(launcher):
         gpus = hl.gpus_per_node or 0
         assert gpus in (0, cfg.trainer.devices), "one task per GPU"
         setup = OmegaConf.to_container(hl, resolve=True)["setup"]
-        assert setup == ["source slurm/env.sh"]
+        # Absolute, resolved when the sweep is launched: found whatever directory it starts from.
+        assert setup == [f"source {REPO_ROOT / 'slurm' / 'env.sh'}"]
     else:
         assert hl._target_.endswith("LocalLauncher")
     launcher_obj = instantiate(hl)

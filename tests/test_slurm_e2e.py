@@ -106,7 +106,7 @@ def test_smoke_grid_runs_as_a_job_array_and_reports(grid, tmp_path):
     (array_id,) = array_ids
     assert sorted(f for f in folders if "_" in f) == [f"{array_id}_{i}" for i in range(4)]
     script = next((sweep_dir / ".multirun" / ".submitit").glob("*/*_submission.sh")).read_text()
-    assert "#SBATCH --array=0-3" in script and "#SBATCH --requeue" in script and "source slurm/env.sh" in script
+    assert "#SBATCH --array=0-3" in script and "#SBATCH --requeue" in script and f"source {REPO_ROOT / 'slurm' / 'env.sh'}" in script
     print(f"smoke grid on SLURM: 4 jobs in {seconds:.0f}s")
 
     out = tmp_path / "report"
@@ -314,3 +314,22 @@ def test_an_lr_grid_gives_one_run_directory_per_job(tmp_path):
     assert sorted(lrs) == [3e-4, 1e-3]
     assert lrs[3e-4]["train"]["midtrain"]["final_loss"] != lrs[1e-3]["train"]["midtrain"]["final_loss"]
     assert lrs[3e-4]["eval"]["probe"]["margin"] != lrs[1e-3]["eval"]["probe"]["margin"]
+
+
+def test_a_sweep_launched_outside_the_repository_sources_env_sh(tmp_path):
+    """Case 7: the job's setup line names slurm/env.sh by its absolute path."""
+    elsewhere = tmp_path / "elsewhere"
+    elsewhere.mkdir()
+    cmd = [str(BIN / "midtrain-pipeline"), "--config-dir", str(REPO_ROOT / "sweeps"), "--config-name", "smoke_local",
+           LAUNCHER, f"paths.runs_root={tmp_path}", "experiment=treatment", "seed=0", "instruct.samples=0",
+           "corpus.num_docs=8", "stages.evaluate.enabled=false"]
+    env = {**_env(), "MIDTRAIN_VENV": ""}
+    proc = subprocess.run(cmd, cwd=elsewhere, env=env, capture_output=True, text=True, timeout=SWEEP_TIMEOUT_S)
+    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
+    sub = tmp_path / "smoke_local" / ".multirun" / ".submitit"
+    script = next(sub.glob("*/*_submission.sh")).read_text()
+    assert f"source {REPO_ROOT / 'slurm' / 'env.sh'}" in script
+    errs = "".join(p.read_text() for p in sub.glob("*/*_log.err"))
+    assert "env.sh" not in errs, errs[-2000:]  # "No such file or directory" when it is not found
+    (run,) = run_dirs(tmp_path / "smoke_local")
+    assert (run / "DONE").exists()
