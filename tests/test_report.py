@@ -200,3 +200,43 @@ def test_report_shows_unparseable_share_per_dimension_and_flags_incomplete_cells
     with open(tmp_path / "out" / "summary.csv") as f:
         row = next(r for r in csv.DictReader(f) if r["condition"] == "treatment")
     assert float(row["unparseable:moral_consideration"]) == pytest.approx(0.1) and row["incomplete_runs"] == "1"
+
+
+def _write_identity_run(sweep: Path, lr: float | None, seed: int, score: float, cell: str) -> None:
+    run_id = f"control-tiny-llama-n32-i16-s{seed}-{cell}{seed}"
+    run = RunDir(sweep / run_id)
+    settings = {"seed": seed, **({"optim.lr": lr} if lr is not None else {})}
+    run.write_metrics({"run_id": run_id, "stage": "pipeline", "condition": "control", "corpus": "c", "num_docs": 32,
+                       "instruct_samples": 16, "seed": seed, "model": "tiny-llama", "cell_hash": cell,
+                       "settings": settings, "eval": {"probe": {"margin": score}}})
+    run.mark_done()
+
+
+def test_runs_that_differ_in_a_setting_are_separate_cells_with_that_setting_as_a_column(tmp_path):
+    """Case 2: an lr grid must not be averaged into one cell (or, worse, shown as n=1 of one)."""
+    sweep = tmp_path / "runs" / "lr_grid"
+    for seed in (0, 1):
+        _write_identity_run(sweep, 3e-4, seed, -0.20 + 0.0001 * seed, "aaaa")
+        _write_identity_run(sweep, None, seed, -0.30 - 0.01 * seed, "bbbb")  # the preset's lr
+    out = report(_cfg([sweep], tmp_path / "out", "metric=eval.probe.margin", "dimensions=eval.probe.by_dimension",
+                      "group_by=[model,condition,num_docs,instruct_samples]"))
+    cells = {s["optim.lr"]: s for s in out["summary"]}
+    assert set(cells) == {3e-4, "(default)"}
+    assert [c["n"] for c in cells.values()] == [2, 2]
+    assert cells[3e-4]["mean"] == pytest.approx(-0.19995)
+    md = (tmp_path / "out" / "summary.md").read_text()
+    assert "| model | condition | num_docs | instruct_samples | optim.lr | n |" in md
+    # A spread below 0.0005 is printed with its digits, not as "± 0.000".
+    assert "± 0.000 " not in md and "± 5e-05" in md
+    header = (tmp_path / "out" / "summary.csv").read_text().splitlines()[0]
+    assert "optim.lr" in header
+
+
+def test_runs_whose_hashes_differ_are_never_averaged_even_with_equal_settings(tmp_path):
+    sweep = tmp_path / "runs" / "edited_corpus"
+    for seed in (0, 1):
+        _write_identity_run(sweep, None, seed, -0.2, "aaaa")
+        _write_identity_run(sweep, None, seed, -0.3, "cccc")  # e.g. the same config over an edited corpus file
+    out = report(_cfg([sweep], tmp_path / "out", "metric=eval.probe.margin", "dimensions=eval.probe.by_dimension",
+                      "group_by=[model,condition,num_docs,instruct_samples]"))
+    assert sorted((s["config"], s["n"], s["mean"]) for s in out["summary"]) == [("aaaa", 2, -0.2), ("cccc", 2, -0.3)]

@@ -70,6 +70,11 @@ def _run_row(metrics: Mapping[str, Any], source: str, sweep: str, metric: str, d
         row["preserve"] = row["preserve"].get("name")
     row["preserve"] = row["preserve"] or "none"  # runs from before strategies existed trained without one
     row.update(run_id=metrics.get("run_id"), sweep=sweep, source=source, score=_select(metrics, metric))
+    # The run's identity beyond the condition keys: the hash without the seed, and the settings
+    # that differ from its preset (runs from before hashes existed share the value None).
+    row["cell_hash"] = metrics.get("cell_hash")
+    settings = metrics.get("settings")
+    row["settings"] = dict(settings) if isinstance(settings, Mapping) else {}
     curve, steps = _select(metrics, CURVE), _select(metrics, "train.instruct.global_steps")
     row["curve"] = ([(c["step"] / steps * row["instruct_samples"], c["margin"]) for c in curve]
                     if isinstance(curve, list) and _is_number(steps) and steps > 0
@@ -192,6 +197,41 @@ def _sort_key(value: Any) -> tuple:
     return (0, value, "") if isinstance(value, (int, float)) else (1, 0, str(value))
 
 
+DEFAULT = "(default)"
+
+
+def identity_columns(rows: list[dict], group_by: list[str]) -> list[str]:
+    """The columns a table needs beyond ``group_by`` so that no cell mixes configurations.
+
+    Every setting (from each run's ``settings``) that takes more than one value among runs of
+    one ``group_by`` cell becomes a column (e.g. ``optim.lr``), and its value is copied into
+    each row (``(default)`` where the run used the preset's). If runs of one cell still differ
+    in ``cell_hash`` (a difference no setting shows, e.g. an edited corpus file), a ``config``
+    column with that hash separates them. Runs whose hashes differ are never averaged.
+    """
+    cells: dict[tuple, list[dict]] = defaultdict(list)
+    for r in rows:
+        cells[tuple(r.get(k) for k in group_by)].append(r)
+    keys = sorted({k for r in rows for k in r.get("settings", {}) if k != "seed" and k not in group_by})
+    varying = [k for k in keys if any(len({_hashable(r.get("settings", {}).get(k, DEFAULT)) for r in c}) > 1
+                                      for c in cells.values())]
+    for r in rows:
+        for k in varying:
+            r[k] = r.get("settings", {}).get(k, DEFAULT)
+        r["config"] = r.get("cell_hash")
+    cols = list(varying)
+    sub: dict[tuple, set] = defaultdict(set)
+    for r in rows:
+        sub[tuple(_hashable(r.get(k)) for k in group_by + cols)].add(r.get("cell_hash"))
+    if any(len(v) > 1 for v in sub.values()):
+        cols.append("config")
+    return cols
+
+
+def _hashable(v: Any) -> Any:
+    return repr(v) if isinstance(v, (list, dict)) else v
+
+
 def aggregate(rows: list[dict], group_by: list[str]) -> tuple[list[dict], list[dict]]:
     """Summary rows (one per ``group_by`` cell) and the seeds each cell is missing.
 
@@ -202,7 +242,7 @@ def aggregate(rows: list[dict], group_by: list[str]) -> tuple[list[dict], list[d
     cells: dict[tuple, list[dict]] = defaultdict(list)
     for r in rows:
         seeds_per_sweep[r["sweep"]].add(r["seed"])
-        cells[tuple(r.get(k) for k in group_by)].append(r)
+        cells[tuple(_hashable(r.get(k)) for k in group_by)].append(r)
 
     summary, missing = [], []
     for key in sorted(cells, key=lambda k: tuple(_sort_key(v) for v in k)):
@@ -233,6 +273,14 @@ def aggregate(rows: list[dict], group_by: list[str]) -> tuple[list[dict], list[d
 
 
 # Output -----------------------------------------------------------------------------------
+def fmt_stderr(se: float) -> str:
+    """A standard error as the table prints it: three decimals, or two significant digits when
+    it is below 0.0005 (never ``0.000`` for a spread that is there)."""
+    if se == 0:
+        return "0"
+    return f"{se:.3f}" if abs(se) >= 0.0005 else f"{se:.2g}"
+
+
 def _fmt(x: float | None, digits: int = 3) -> str:
     return "" if x is None else f"{x:.{digits}f}"
 
@@ -293,7 +341,7 @@ def summary_markdown(summary: list[dict], group_by: list[str], metric: str, prob
              "| " + " | ".join(group_by + ["n", "mean ± se", "provenance"]) + " |",
              "|" + "---|" * (len(group_by) + 3)]
     for s in summary:
-        se = f" ± {s['stderr']:.3f}" if s["stderr"] is not None else ""
+        se = f" ± {fmt_stderr(s['stderr'])}" if s["stderr"] is not None else ""
         flag = "**differs: " + ", ".join(s["provenance_differs"]) + "**" if s.get("provenance_differs") else ""
         lines.append("| " + " | ".join([str(s[k]) for k in group_by] + [str(s["n"]), f"{s['mean']:.3f}{se}", flag])
                      + " |")
@@ -362,7 +410,8 @@ def _plot(summary: list[dict], out_dir: Path, cfg: DictConfig) -> dict[str, str]
         done[name] = str(path)
 
     def label(s: dict, *keys: str) -> str:
-        return " ".join(str(s.get(k)) for k in keys if s.get(k) is not None)
+        return " ".join([str(s.get(k)) for k in keys if s.get(k) is not None]
+                        + ([s["legend_extra"]] if s.get("legend_extra") else []))
 
     numeric = [s for s in summary if _is_number(s.get("num_docs")) and _is_number(s.get("instruct_samples"))]
     at = cfg.plots.doc_count_at_instruct_samples
@@ -560,7 +609,13 @@ def report(cfg: DictConfig) -> dict:
         problems += p
     for p in problems:
         log.warning("not aggregated: %s (%s)", p["path"], p["reason"])
+    extra = identity_columns(rows, group_by)
+    if extra:
+        log.info("settings that vary within a cell become columns: %s", extra)
+    group_by = group_by + extra
     summary, missing = aggregate(rows, group_by)
+    for cell in summary:  # plot legends name them too
+        cell["legend_extra"] = " ".join(f"{k}={cell[k]}" for k in extra)
 
     out_dir.mkdir(parents=True, exist_ok=True)
     files = {"summary_csv": out_dir / "summary.csv", "summary_md": out_dir / "summary.md",
@@ -568,8 +623,9 @@ def report(cfg: DictConfig) -> dict:
              "report_json": out_dir / "report.json"}
     atomic_write_text(files["summary_csv"], summary_csv(summary, group_by))
     minuend, subtrahend = str(cfg.gap.minuend), str(cfg.gap.subtrahend)
-    paired = stats.condition_gaps(rows, group_by)  # with 95% t intervals, also vs the baseline
-    gap_rows = gaps(rows, group_by, minuend, subtrahend)
+    pair_by = [k for k in group_by if k != "config"]  # conditions always differ in hash: pair without it
+    paired = stats.condition_gaps(rows, pair_by)  # with 95% t intervals, also vs the baseline
+    gap_rows = gaps(rows, pair_by, minuend, subtrahend)
     curves = curve_gaps(rows, minuend, subtrahend)
     atomic_write_text(files["summary_md"], summary_markdown(summary, group_by, cfg.metric, problems, missing, rows)
                       + gaps_markdown(gap_rows, cfg.metric, minuend, subtrahend)
