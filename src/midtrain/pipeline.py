@@ -62,9 +62,16 @@ def stage_config(cfg: DictConfig, stage: str, objective: str, init_from: Path | 
 
 def _check(cfg: DictConfig) -> None:
     from midtrain.launch import check_devices
+    from midtrain.validate import check, problems
 
-    check_devices(cfg)
+    check(cfg, "midtrain-pipeline config")  # ranges and types, before anything loads or is written
     st = cfg.stages
+    for stage in ("midtrain", "instruct"):  # a stage's own optim/data/trainer deltas
+        c = stage_config(cfg, stage, "lm", None)
+        found = [f"stages.{stage}: {p}" for p in problems(c) if p not in problems(cfg)]
+        if found:
+            raise ValueError("invalid midtrain-pipeline config:\n  - " + "\n  - ".join(found))
+    check_devices(cfg)
     if st.midtrain.objective not in ("lm", "sft"):
         raise ValueError(f"stages.midtrain.objective={st.midtrain.objective!r}: expected lm or sft")
     bad = [t for t in st.evaluate.after if t not in EVAL_TARGETS]

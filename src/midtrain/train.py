@@ -336,6 +336,9 @@ def _all_rank_loss(trainer: "pl.Trainer", module: Any) -> float | None:
 
 def train(cfg: DictConfig, callbacks: list | None = None) -> dict:
     """Run one training stage; return its metrics (also in `<run_dir>/metrics.json`)."""
+    from midtrain.validate import check
+
+    check(cfg, "midtrain-train config")  # ranges and types, before anything loads or is written
     run = RunDir.from_cfg(cfg)
     if "stages" in cfg:
         raise ValueError(

@@ -1,0 +1,63 @@
+"""Settings checked at launch: ranges and types named by key and value before anything loads
+or is written, and a whole grid checked before its first job is submitted."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+import midtrain.models.build as build
+from midtrain.pipeline import pipeline
+from midtrain.train import train
+from tests.conftest import compose_cfg, smoke_overrides
+
+BIN = Path(sys.executable).parent
+
+
+@pytest.mark.parametrize("override,message", [
+    ("optim.lr=0", "optim.lr=0: must be greater than 0"),
+    ("optim.lr=-1e-3", "optim.lr=-0.001: must be greater than 0"),
+    ("optim.lr=fast", "optim.lr='fast': expected a number"),
+    ("seed=abc", "seed='abc': expected an integer"),
+    ("trainer.max_steps=-3", "trainer.max_steps=-3: must be at least 1"),
+    ("data.batch_size=0", "data.batch_size=0: must be at least 1"),
+    ("optim.warmup_ratio=1.5", "optim.warmup_ratio=1.5: must be at most 1"),
+    ("data.seq_len=12.5", "data.seq_len=12.5: expected an integer"),
+])
+@pytest.mark.parametrize("app", ["train", "pipeline"])
+def test_a_bad_value_is_named_before_any_model_loads_or_file_is_written(tmp_path, monkeypatch, app, override,
+                                                                         message):
+    """Case 9: these trained (lr=0 even wrote DONE) or failed late with an error naming no key."""
+    monkeypatch.setattr(build, "build_tokenizer", lambda *a, **k: pytest.fail("loaded a tokenizer"))
+    cfg = compose_cfg(app, [*smoke_overrides(tmp_path), override])
+    with pytest.raises(ValueError, match=message.replace("(", r"\(").replace(")", r"\)").replace(".", r"\.")):
+        (train if app == "train" else pipeline)(cfg)
+    assert not (tmp_path / "runs").exists()
+
+
+def test_every_problem_of_a_grid_is_reported_before_any_job_is_submitted(tmp_path):
+    """One report for the whole grid; no job ran, no run directory was made."""
+    cmd = [str(BIN / "midtrain-pipeline"), "-m", "debug=smoke", f"paths.runs_root={tmp_path}", "sweep_name=bad",
+           "optim.lr=1e-3,0", "seed=1,abc"]
+    proc = subprocess.run(cmd, capture_output=True, text=True, timeout=300, cwd=tmp_path)
+    out = proc.stdout + proc.stderr
+    assert proc.returncode != 0, out[-3000:]
+    assert "4 jobs composed" in out and "nothing was submitted" in out, out[-3000:]
+    assert out.count("optim.lr=0: must be greater than 0") == 2, out[-3000:]
+    assert out.count("seed='abc': expected an integer") == 2, out[-3000:]
+    assert not [p for p in (tmp_path / "bad").glob("*") if not p.name.startswith(".")] if (tmp_path / "bad").exists() \
+        else True
+
+
+def test_jobs_that_would_share_a_run_directory_are_refused(tmp_path):
+    from midtrain.validate import check_grid
+    from omegaconf import OmegaConf
+
+    config = OmegaConf.create({"hydra": {"sweeper": {"params": {}}, "job": {"config_name": "pipeline"},
+                                         "overrides": {"task": ["trainer.log_every_n_steps=1,2"]}}})
+    over = smoke_overrides(tmp_path)
+    with pytest.raises(ValueError, match=r"job 1 .*same run directory as job 0"):
+        check_grid(config, compose=lambda job: compose_cfg("pipeline", [*over, *job]))
