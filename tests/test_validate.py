@@ -61,3 +61,54 @@ def test_jobs_that_would_share_a_run_directory_are_refused(tmp_path):
     over = smoke_overrides(tmp_path)
     with pytest.raises(ValueError, match=r"job 1 .*same run directory as job 0"):
         check_grid(config, compose=lambda job: compose_cfg("pipeline", [*over, *job]))
+
+
+def _lrs(run_dir: Path) -> list[float]:
+    import csv
+
+    rows = list(csv.DictReader(open(next(run_dir.glob("logs/*/metrics.csv")))))
+    return [float(r["train/lr"]) for r in rows if r.get("train/lr")]
+
+
+@pytest.mark.parametrize("max_steps", [2, 9])
+def test_max_steps_defines_the_schedule_above_and_below_the_data(tmp_path, max_steps):
+    """Case 6: above the data's steps it used to stop at one pass; below, the LR never decayed."""
+    from midtrain.lightning.module import warmup_cosine
+    from midtrain.tracking import RunDir
+    from tests.conftest import write_docs
+
+    docs = write_docs(tmp_path / "docs.jsonl", 48)
+    over = [*smoke_overrides(tmp_path, docs), "corpus.num_docs=12", "data.seq_len=128", "optim.warmup_ratio=0"]
+    data_steps = train(compose_cfg("train", [*over, "sweep_name=data"]))["train"]["steps"]
+    assert data_steps not in (2, 9) and 2 < data_steps < 9
+    cfg = compose_cfg("train", [*over, f"trainer.max_steps={max_steps}", "sweep_name=capped"])
+    m = train(cfg)
+    assert m["train"]["global_steps"] == m["train"]["steps"] == max_steps
+    if max_steps > data_steps:
+        assert m["train"]["epochs"] > 1  # the data repeated
+    lrs = _lrs(RunDir.from_cfg(cfg).path)
+    lr = float(cfg.optim.lr)
+    expected = [lr * warmup_cosine(s, max_steps, 0, float(cfg.optim.min_lr_ratio)) for s in range(max_steps)]
+    assert lrs == pytest.approx(expected, rel=1e-6)  # the LR schedule spans exactly max_steps
+
+
+def test_a_rounded_tokens_per_step_is_logged_with_both_values(tmp_path, caplog):
+    from midtrain.data.datamodule import PackedDataModule
+    from midtrain.models.build import build_tokenizer as real_build_tokenizer
+    from tests.conftest import write_docs
+
+    docs = write_docs(tmp_path / "docs.jsonl", 48)
+    cfg = compose_cfg("train", [*smoke_overrides(tmp_path, docs), "data.seq_len=128", "data.batch_size=2",
+                                "data.tokens_per_step=600"])
+    dm = PackedDataModule(cfg, real_build_tokenizer(cfg.model)).prepare()
+    assert dm.info["tokens_per_step_requested"] == 600 and dm.info["tokens_per_step"] == 512
+    assert "data.tokens_per_step=600 rounds to 512 tokens per step" in caplog.text
+
+
+def test_midtrain_train_refuses_an_experiment_it_cannot_honour(tmp_path):
+    """Case 6: experiment=base / instruct_baseline composed, then trained on documents anyway."""
+    for exp in ("base", "instruct_baseline"):
+        cfg = compose_cfg("train", [*smoke_overrides(tmp_path), f"experiment={exp}"])
+        with pytest.raises(ValueError, match="only midtrain-pipeline reads"):
+            train(cfg)
+    assert not (tmp_path / "runs").exists()

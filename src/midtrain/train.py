@@ -418,7 +418,7 @@ def _train(cfg: DictConfig, run: RunDir, h: str, callbacks: list | None, prepare
         attempt = record_attempt(run.path, "train", resumed_from=portable_path(ckpt, run.path))["attempt"]
 
     cbs = _callbacks(cfg, run, model, dm, tokenizer, attempt) + list(callbacks or [])
-    max_steps = int(cfg.trainer.max_steps) if cfg.trainer.max_steps else dm.schedule.steps
+    max_steps = dm.schedule.steps  # trainer.max_steps, when set, is already the schedule's length
     trainer = pl.Trainer(
         accelerator="gpu" if dev == "cuda" else "cpu",
         devices=cfg.trainer.devices,

@@ -176,6 +176,8 @@ class Schedule:
     micro_batches: int        # per rank, over all epochs
     accumulate: int           # micro-batches per optimizer step
     steps: int                # optimizer steps
+    epochs: int = 1           # passes over the rows laid out (more than data.epochs when trainer.max_steps asks)
+    rows: int | None = None   # rows used in all (None: every row of every epoch)
 
 
 class PackedDataModule(pl.LightningDataModule):
@@ -222,7 +224,7 @@ class PackedDataModule(pl.LightningDataModule):
             log.warning("%d of %d documents were longer than %d tokens and were split", st.documents_split, st.documents, max_len)
         self.info = {**info, **st.as_dict()}
         self.schedule = self._schedule()
-        self.info.update(epochs=int(data.epochs), micro_batches=self.schedule.micro_batches,
+        self.info.update(epochs=self.schedule.epochs, micro_batches=self.schedule.micro_batches,
                          accumulate_grad_batches=self.schedule.accumulate, steps=self.schedule.steps)
         return self
 
@@ -243,9 +245,27 @@ class PackedDataModule(pl.LightningDataModule):
             )
         accumulate = 1
         if data.get("tokens_per_step"):
-            accumulate = max(1, round(int(data.tokens_per_step) / (bs * world * seq_len)))
+            want = int(data.tokens_per_step)
+            accumulate = max(1, round(want / (bs * world * seq_len)))
+            got = accumulate * bs * world * seq_len
+            self.info.update(tokens_per_step_requested=want, tokens_per_step=got)
+            if got != want:
+                log.warning("data.tokens_per_step=%d rounds to %d tokens per step (%d micro-batch(es) of %d rows x %d "
+                            "tokens on %d device(s))", want, got, accumulate, bs, seq_len, world)
+        max_steps = (self.cfg.get("trainer") or {}).get("max_steps")
+        if max_steps:
+            # trainer.max_steps defines the schedule: exactly that many optimizer steps of full
+            # batches, the rows repeating (a fresh permutation per pass) as often as needed.
+            steps = int(max_steps)
+            rows = steps * accumulate * bs * world
+            epochs = max(1, -(-rows // len(self.rows)))
+            data_steps = math.ceil(micro / accumulate)
+            if steps != data_steps:
+                log.info("trainer.max_steps=%d: %d optimizer steps over %d pass(es) of the data (one pass of "
+                         "data.epochs=%d is %d steps)", steps, steps, epochs, int(data.epochs), data_steps)
+            return Schedule(steps * accumulate, accumulate, steps, epochs, rows)
         steps = math.ceil(micro / accumulate)
-        return Schedule(micro, accumulate, steps)
+        return Schedule(micro, accumulate, steps, int(data.epochs))
 
     def row_order(self) -> np.ndarray:
         """Row indices over all epochs: a fresh seeded permutation per epoch (rows a strategy
@@ -253,14 +273,15 @@ class PackedDataModule(pl.LightningDataModule):
         n, k = len(self.rows), self.extra_rows
         seed = int(self.cfg.seed)
         epochs = []
-        for epoch in range(int(self.cfg.data.epochs)):
+        for epoch in range(self.schedule.epochs):
             rng = np.random.default_rng([seed, epoch])
             if k == 0:
                 epochs.append(rng.permutation(n))
             else:
                 main = rng.permutation(n - k)
                 epochs.append(self.extra.place(main, (n - k) + rng.permutation(k)))
-        return np.concatenate(epochs)
+        order = np.concatenate(epochs)
+        return order if self.schedule.rows is None else order[: self.schedule.rows]
 
     def train_dataloader(self) -> DataLoader:
         assert self.rows is not None, "call prepare() first"
