@@ -168,3 +168,26 @@ def test_a_requeued_two_task_job_ends_like_the_uninterrupted_one(runs):
         assert sorted(a["micro_batch"] for a in both) == list(range(ref["micro_batches"]))
         by_index = {a["micro_batch"]: a["rows"] for a in both}
         assert by_index == {a["micro_batch"]: a["rows"] for a in _audit(runs["two"], rank)}
+
+
+def test_a_two_task_pipeline_trains_both_stages_on_two_ranks_and_writes_once(tmp_path):
+    """midtrain-pipeline as a 2-task job: both ranks train midtrain and instruct together;
+    rank 0 alone holds the lock, evaluates and writes; a relaunch does nothing on either rank."""
+    cmd = [str(BIN / "midtrain-pipeline"), "-m", "trainer=ddp_cpu2", "hydra/launcher=slurm_cpu2",
+           "experiment=treatment", "debug=smoke", "instruct.samples=16", "data.audit=true",
+           f"paths.runs_root={tmp_path}", "sweep_name=pipe", "seed=0"]
+    proc = subprocess.run(cmd, cwd=REPO_ROOT, env=_env(), capture_output=True, text=True, timeout=TIMEOUT_S)
+    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
+    run = _run_dir(tmp_path, "pipe")
+    m = json.loads((run / "metrics.json").read_text())
+    assert (run / "DONE").exists() and isinstance(m["eval"]["probe"]["margin"], float)
+    for stage in ("midtrain", "instruct"):
+        assert (run / stage / "logs" / "data.rank1.jsonl").exists(), f"rank 1 did not train {stage}"
+        attempts = json.loads((run / stage / "provenance.json").read_text())["attempts"]
+        # one writer: one training attempt (the stage's evaluation adds its own record)
+        assert [a["activity"] for a in attempts].count("train") == 1, attempts
+    assert [a["activity"] for a in json.loads((run / "provenance.json").read_text())["attempts"]] == ["pipeline"]
+    before = {str(p): p.stat().st_mtime_ns for p in run.rglob("*") if p.is_file()}
+    proc = subprocess.run(cmd, cwd=REPO_ROOT, env=_env(), capture_output=True, text=True, timeout=TIMEOUT_S)
+    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
+    assert {str(p): p.stat().st_mtime_ns for p in run.rglob("*") if p.is_file()} == before

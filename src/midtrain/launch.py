@@ -10,6 +10,7 @@ on the login node when a multirun starts, before any job is submitted.
 from __future__ import annotations
 
 import os
+from pathlib import Path
 from typing import Any
 
 from hydra.experimental.callback import Callback
@@ -64,3 +65,57 @@ class LaunchCheck(Callback):
     def on_multirun_start(self, config: DictConfig, **kwargs: Any) -> None:
         if config.get("trainer") is not None:
             check_devices(config, hydra_cfg=config)
+
+
+# Several SLURM tasks of one job -------------------------------------------------------------
+# Under SLURM every task (rank) starts the same entry point at the same moment. Rank 0 alone
+# holds the run directory's lock, clears what a redo names and writes every file; the other
+# ranks must not act on the directory before rank 0 has decided what runs. Rank 0 says so in
+# `<dir>/.ranks_go` (this job attempt's token and its decision); the others wait for it.
+GO_FILE = ".ranks_go"
+
+
+def global_rank() -> int:
+    """This process's global rank as the launcher set it (RANK, LOCAL_RANK, SLURM_PROCID)."""
+    from lightning_fabric.utilities.rank_zero import rank_zero_only
+
+    return int(getattr(rank_zero_only, "rank", 0) or 0)
+
+
+def slurm_tasks() -> int:
+    """Tasks of this SLURM job step (1 outside SLURM)."""
+    return int(os.environ.get("SLURM_NTASKS", "1") or 1) if "SLURM_PROCID" in os.environ else 1
+
+
+def _attempt_token() -> str:
+    return f"{os.environ.get('SLURM_JOB_ID', '')}.{os.environ.get('SLURM_RESTART_COUNT', '0')}"
+
+
+def release_ranks(path: str | os.PathLike, decision: str) -> None:
+    """Rank 0: tell the job's other ranks what this directory's stage does (`run` or `done`)."""
+    if slurm_tasks() > 1 and global_rank() == 0:
+        from midtrain.tracking.rundir import atomic_write_json
+
+        atomic_write_json(Path(path) / GO_FILE, {"token": _attempt_token(), "decision": decision})
+
+
+def wait_for_rank_zero(path: str | os.PathLike, poll_s: float = 0.5) -> str:
+    """Another rank: wait until rank 0 of this job attempt has decided; return its decision."""
+    import json
+    import logging
+    import time
+
+    go, token, since = Path(path) / GO_FILE, _attempt_token(), time.monotonic()
+    last_log = since
+    while True:
+        try:
+            info = json.loads(go.read_text(encoding="utf-8"))
+            if info.get("token") == token:
+                return str(info["decision"])
+        except (OSError, ValueError, KeyError):
+            pass
+        if time.monotonic() - last_log > 60:
+            logging.getLogger(__name__).info("rank %d waits for rank 0 to start %s (%.0fs)", global_rank(), path,
+                                             time.monotonic() - since)
+            last_log = time.monotonic()
+        time.sleep(poll_s)

@@ -19,6 +19,7 @@ from pathlib import Path
 import hydra
 from omegaconf import DictConfig, OmegaConf, open_dict
 
+from midtrain.launch import global_rank, release_ranks, wait_for_rank_zero
 from midtrain.paths import CONF_DIR
 from midtrain.tracking import RunDir
 from midtrain.tracking.provenance import record_attempt, stage_provenance
@@ -302,12 +303,31 @@ def pipeline(cfg: DictConfig, defaults: DictConfig | None = None) -> dict:
     if redo is None and is_complete(cfg, p):
         log.info("%s is DONE; nothing to do", run.path)
         return run.read_metrics()
+    if global_rank() > 0:
+        return _run_other_rank(run, p)
     with run.lock(wait=wait):
         if redo is None and is_complete(cfg, p):  # another process finished it while we waited
             log.info("%s is DONE; nothing to do", run.path)
+            release_ranks(run.path, "done")
             return run.read_metrics()
         force_eval = _invalidate(cfg, run, p, redo)
+        release_ranks(run.path, "run")
         return _run(cfg, run, p, force_eval, defaults)
+
+
+def _run_other_rank(run: RunDir, p: Plan) -> dict:
+    """A rank other than 0 of a multi-task job: train each stage with rank 0, write nothing.
+
+    Rank 0 holds the lock, clears what a redo names, exports, evaluates and writes every file;
+    this rank joins each training stage once rank 0 has decided what runs.
+    """
+    from midtrain.train import train
+
+    if wait_for_rank_zero(run.path) == "done":
+        return {}
+    for scfg in p.train.values():
+        train(scfg)
+    return {}
 
 
 def _run(cfg: DictConfig, run: RunDir, p: Plan, force_eval: bool, defaults: DictConfig | None) -> dict:

@@ -18,7 +18,7 @@ from typing import TYPE_CHECKING, Any
 import hydra
 from omegaconf import DictConfig, OmegaConf
 
-from midtrain.launch import check_devices
+from midtrain.launch import check_devices, release_ranks, wait_for_rank_zero
 from midtrain.paths import CONF_DIR
 from midtrain.tracking import RunDir, redact_config
 from midtrain.tracking.identity import stage_hash
@@ -356,17 +356,23 @@ def train(cfg: DictConfig, callbacks: list | None = None) -> dict:
         log.info("%s is DONE; nothing to do", run.path)
         return run.read_metrics()
     prepared = prepare_inputs(cfg)  # bad input fails before the run directory exists
+    if _rank() > 0:  # another rank of this job: rank 0 holds the lock and clears what it redoes
+        if wait_for_rank_zero(run.path) == "done":
+            return run.read_metrics()
+        return _train(cfg, run, h, callbacks, prepared)
     with run.lock(wait=wait):
         if redo is not None:
             if apply_redo(run, str(redo), run.clear_outputs):
                 log.info("redo=%s: cleared %s", redo, run.path)
         elif run.is_complete(needs_hf=True, expected_hash=h, what=what):  # finished while we waited
             log.info("%s is DONE; nothing to do", run.path)
+            release_ranks(run.path, "done")
             return run.read_metrics()
         elif run.has_outputs():
             found = [n for n in ("DONE", "metrics.json", "hf") if (run.path / n).exists()]
             log.warning("%s has %s but no valid DONE: redoing %s from scratch", run.path, ", ".join(found), what)
             run.clear_outputs()
+        release_ranks(run.path, "run")
         return _train(cfg, run, h, callbacks, prepared)
 
 
@@ -401,7 +407,8 @@ def _train(cfg: DictConfig, run: RunDir, h: str, callbacks: list | None, prepare
     from midtrain.models.build import count_parameters, export_hf, remove_export_orphans
 
     dev, tokenizer, dm, preserve = prepared
-    remove_export_orphans(run.path)  # temp folders of an export a kill interrupted
+    if _rank() == 0:
+        remove_export_orphans(run.path)  # temp folders of an export a kill interrupted
     ckpt = resume_path(cfg, run)
     if ckpt is not None:
         _check_resume_config(cfg, run)
@@ -410,11 +417,11 @@ def _train(cfg: DictConfig, run: RunDir, h: str, callbacks: list | None, prepare
 
     model = _prepare_model(cfg, tokenizer, dev, preserve)
     module = CausalLMModule(model, cfg.optim, total_steps=dm.schedule.steps, preserve=preserve)
-    run.path.mkdir(parents=True, exist_ok=True)
     saved_cfg = portable_config(cfg, run.path)  # paths inside the runs root relative to the run
-    run.save_config(saved_cfg)
     attempt = None
-    if _rank() == 0:  # before the loggers: the W&B config carries this attempt
+    if _rank() == 0:  # one writer; before the loggers: the W&B config carries this attempt
+        run.path.mkdir(parents=True, exist_ok=True)
+        run.save_config(saved_cfg)
         attempt = record_attempt(run.path, "train", resumed_from=portable_path(ckpt, run.path))["attempt"]
 
     cbs = _callbacks(cfg, run, model, dm, tokenizer, attempt) + list(callbacks or [])
