@@ -5,7 +5,6 @@ from __future__ import annotations
 import json
 import subprocess
 import sys
-import time
 from pathlib import Path
 
 import pytest
@@ -57,9 +56,7 @@ def test_published_corpus_configs_use_the_corpus_keys_and_require_id_and_revisio
 # Template corpora -------------------------------------------------------------------------
 @pytest.mark.parametrize("universe", ["animal_welfare", "urban_density"])
 def test_template_generator_writes_50_documents_and_a_manifest(universe, tmp_path):
-    start = time.perf_counter()
     manifest = generate(_cfg("generator=template", f"universe={universe}", "num_docs=50", f"out_dir={tmp_path}"))
-    assert time.perf_counter() - start < 5
     docs = _jsonl(tmp_path / "documents.jsonl")
     assert len(docs) == 50 and all(d["universe"] == universe for d in docs)
     assert json.loads((tmp_path / "manifest.json").read_text()) == manifest

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import re
-import time
 from collections import Counter
 
 import pytest
@@ -36,11 +35,8 @@ def test_documents_have_the_contract_fields_and_are_deterministic(universe):
     assert template_documents(universe, 60, seed=3)[:40] == docs
 
 
-def test_512_documents_render_in_well_under_a_second():
-    template_documents("animal_welfare", 1, 0)  # the universe file is read once
-    start = time.perf_counter()
+def test_512_documents_render_distinct_and_cover_every_type():
     docs = template_documents("animal_welfare", 512, seed=0)
-    assert time.perf_counter() - start < 0.5
     assert len(docs) == 512 and len({d["text"] for d in docs}) == 512
     assert set(Counter(d["doc_type"] for d in docs)) == set(DOC_TYPES)
 
