@@ -123,6 +123,7 @@ def test_resume_position_counts_micro_batches_not_optimizer_steps():
     assert batches == [[2 * i, 2 * i + 1] for i in range(6, 10)]
     fresh = ResumableLoader(_MicroBatches(rows, order, 2, 0, 1), accumulate=2, trainer=None)
     fresh.load_state_dict({})  # a checkpoint without the key starts at the beginning
+    assert fresh._skip_sampler.skip == 0
     assert [_row_ids(b) for b in fresh][0] == [0, 1]
     assert fresh.state_dict() == {"micro_batches_consumed": 0, "world_size": 1}  # no trainer yet: nothing consumed
 

@@ -362,3 +362,10 @@ def test_summaries_are_flat_and_prefixed():
     empty = Run()
     empty.summary = None  # nothing to write: the summary is not touched
     assert log_summary(empty, {"x": None}) == {}
+
+
+def test_the_lightning_logger_writes_inside_the_run_dir_and_uploads_no_checkpoints(tmp_path):
+    logger = build_wandb_logger(_cfg(tmp_path), tmp_path / "run", "midtrain")
+    assert logger.save_dir == str(tmp_path / "run")
+    assert logger._log_model is False  # checkpoints stay on the cluster's disk
+    assert logger._wandb_init["id"] == wandb_run_id(tmp_path / "run", "midtrain")
