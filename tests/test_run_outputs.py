@@ -158,13 +158,56 @@ def test_latest_checkpoint_prefers_last_then_the_newest(tmp_path):
     run = RunDir(tmp_path / "r")
     assert run.latest_checkpoint() is None
     run.checkpoints.mkdir(parents=True)
-    old, new = run.checkpoints / "step0000002.ckpt", run.checkpoints / "step0000001.ckpt"
-    old.write_text("a")
-    new.write_text("b")
+    old, mid, new = (run.checkpoints / f"step000000{i}.ckpt" for i in (3, 1, 2))
+    for p in (old, mid, new):
+        p.write_text("x")
     now = time.time()
     os.utime(old, (now - 100, now - 100))
+    os.utime(mid, (now - 50, now - 50))
     os.utime(new, (now, now))
     assert run.latest_checkpoint() == new  # by time, not by name
     run.last_checkpoint.write_text("c")
     os.utime(run.last_checkpoint, (now - 200, now - 200))
     assert run.latest_checkpoint() == run.last_checkpoint
+
+
+def test_the_log_filter_scrubs_messages_arguments_and_tracebacks(monkeypatch):
+    import logging
+    import sys
+
+    from midtrain.tracking.secrets import SecretFilter, contains_secret, install_log_filter
+
+    secret = "hf_abcdefghijklmnopqrstuvwx"
+    monkeypatch.setenv("HF_TOKEN", secret)
+    assert contains_secret(f"key {secret}") and not contains_secret("nothing here")
+    f = SecretFilter()
+
+    def record(msg, args=None, exc_info=None):
+        return logging.LogRecord("t", logging.INFO, __file__, 1, msg, args, exc_info)
+
+    leaky = record("pushed with %s", (secret,))
+    assert f.filter(leaky) is True
+    assert leaky.getMessage() == f"pushed with {REDACTED}" and leaky.args is None
+    clean = record("step %d", (3,))
+    assert f.filter(clean) is True and clean.msg == "step %d" and clean.args == (3,) and clean.exc_text is None
+    broken = record("%d", ("x",))  # getMessage() raises: left to the handler
+    assert f.filter(broken) is True and broken.args == ("x",)
+    try:
+        raise ValueError(f"bad key {secret}")
+    except ValueError:
+        failed = record("failed", None, sys.exc_info())
+    assert f.filter(failed) is True
+    assert secret not in failed.exc_text and REDACTED in failed.exc_text
+    assert failed.exc_text.startswith("Traceback") and not failed.exc_text.endswith("\n")
+    formatted = record("failed")
+    formatted.exc_text = f"Traceback: {secret}"
+    assert f.filter(formatted) is True and formatted.exc_text == f"Traceback: {REDACTED}"
+    logger = logging.getLogger("midtrain.test.secret_filter")
+    handler = logging.StreamHandler()
+    logger.addHandler(handler)
+    try:
+        install_log_filter(logger)
+        install_log_filter(logger)  # once per handler
+        assert sum(isinstance(x, SecretFilter) for x in handler.filters) == 1
+    finally:
+        logger.removeHandler(handler)
