@@ -250,3 +250,34 @@ def test_doc_tag_is_written_beside_the_text_and_trained_without_loss(tmp_path):
     c = segments("tagged", "corpus.doc_prefix='<T> '")
     t_ids = tok(["<T> "], add_special_tokens=False)["input_ids"][0]
     assert [len(s) - len(t) for s, t in zip(c, a)] == [len(t_ids)] * 6
+
+
+def test_match_profile_reads_a_file_or_a_folder_and_skips_blank_lines(tmp_path):
+    from midtrain.generation.match import load_match
+
+    corpus = tmp_path / "aw"
+    corpus.mkdir()
+    lines = [json.dumps({"text": "one two three", "doc_type": "memo"}), "",
+             json.dumps({"text": "four five"}), json.dumps({"text": "six", "doc_type": ""})]
+    (corpus / "documents.jsonl").write_text("\n".join(lines) + "\n", encoding="utf-8")
+    by_folder, by_file = load_match(corpus), load_match(corpus / "documents.jsonl")
+    assert by_folder == by_file
+    assert by_file.reference == str(corpus / "documents.jsonl")
+    assert by_file.doc_types == ["memo", "unknown", "unknown"]  # after the blank line too
+    assert by_file.words == [3, 2, 1]
+    assert by_file.doc_type_counts == {"memo": 1, "unknown": 2}
+
+
+def test_match_profile_names_the_file_and_line_of_a_bad_record(tmp_path):
+    from midtrain.generation.match import load_match
+
+    path = tmp_path / "docs.jsonl"
+    path.write_text(json.dumps({"text": "ok"}) + "\n\n" + json.dumps({"text": 3}) + "\n", encoding="utf-8")
+    with pytest.raises(ValueError, match=rf"{path}:3: not a document record with a 'text' string"):
+        load_match(path)
+    empty = tmp_path / "empty.jsonl"
+    empty.write_text("\n\n")
+    with pytest.raises(ValueError, match="holds no documents"):
+        load_match(empty)
+    with pytest.raises(FileNotFoundError, match="no .*documents.jsonl"):
+        load_match(tmp_path / "nowhere")
