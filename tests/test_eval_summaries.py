@@ -114,3 +114,20 @@ def test_headline_metrics_without_results_are_incomplete():
     assert out == {"metrics": {}, "samples": 0, "samples_total": 0, "status": "error", "complete": False}
     only_nan = _log([], epochs=1, results=_results(("a", {"accuracy": NAN})))
     assert summarize_metrics(only_nan)["complete"] is False
+
+
+def test_grade_counts_per_dimension_are_totalled_over_samples_and_epochs():
+    def sample(qid, epoch, by_dim):
+        score = Score(value={"overall": 0.5}, metadata={"grades_attempted": 4, "grades_unparseable": 1,
+                                                        "grades_by_dimension": by_dim})
+        return EvalSample(id=qid, epoch=epoch, input="q", target="t", scores={"anima_scorer": score})
+
+    log = _log([
+        sample("q1", 1, {"B": {"attempted": 2, "unparseable": 1}, "A": {"attempted": 2}}),
+        sample("q1", 2, {"B": {"attempted": 2, "unparseable": 0}, "A": {"attempted": 2, "unparseable": 0}}),
+        sample("q2", 1, {"A": {"attempted": 3, "unparseable": 2}}),
+    ])
+    out = summarize_graded(log, max_missing_share=1.0)
+    assert out["grades_by_dimension"] == {"A": {"attempted": 7, "unparseable": 2}, "B": {"attempted": 4, "unparseable": 1}}
+    assert list(out["grades_by_dimension"]) == ["A", "B"]
+    assert "grades_by_dimension" not in summarize_graded(_log([_sample("q", 1, {"overall": 1.0})]), 1.0)
