@@ -49,8 +49,8 @@ def test_an_epoch_without_any_parseable_grade_is_left_out_not_scored_zero():
 def test_questions_never_graded_are_unscored_and_errored_ones_failed():
     log = _log([
         _sample("q1", 1, {"overall": 0.8}),
-        _sample("q2", 1, NAN, unparseable=2),
         _sample("q3", 1, {"overall": 0.2}, error={"message": "boom", "traceback": "", "traceback_ansi": ""}),
+        _sample("q2", 1, NAN, unparseable=2),  # after the failed one: every sample is read
     ], epochs=1)
     out = summarize_graded(log, max_missing_share=1.0)
     assert out["overall_mean"] == pytest.approx(0.8)
