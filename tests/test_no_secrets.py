@@ -70,7 +70,7 @@ def test_no_canary_in_any_file_or_output(tmp_path: Path):
         WANDB_CONFIG_DIR=str(tmp_path / "wandb_config"), WANDB_DATA_DIR=str(tmp_path / "wandb_data"),
         WANDB_SILENT="true", HF_HOME=str(tmp_path / "hf_home"), HF_HUB_OFFLINE="1",
         INSPECT_LOG_DIR=str(tmp_path / "inspect_logs"), HOME=str(tmp_path / "home"),
-        MIDTRAIN_CACHE=str(tmp_path / "cache"), PYTHONPATH=os.pathsep.join(sys.path),
+        MIDTRAIN_CACHE_DIR=str(tmp_path / "cache"), PYTHONPATH=os.pathsep.join(sys.path),
     )
     (tmp_path / "home").mkdir()
     console = []

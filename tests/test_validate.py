@@ -112,3 +112,23 @@ def test_midtrain_train_refuses_an_experiment_it_cannot_honour(tmp_path):
         with pytest.raises(ValueError, match="only midtrain-pipeline reads"):
             train(cfg)
     assert not (tmp_path / "runs").exists()
+
+
+def test_paths_cache_dir_is_where_model_conversions_are_cached(tmp_path, monkeypatch):
+    """Case 6: paths.cache_dir (and its environment variable) used to be read by nothing."""
+    import midtrain.models.gguf as gguf
+    from midtrain.train import prepare_inputs
+
+    seen = []
+
+    def fake(spec, cache_dir=None):
+        seen.append(cache_dir)
+        raise RuntimeError("stop after the cache lookup")
+
+    monkeypatch.setattr(gguf, "converted_gguf_dir", fake)
+    cfg = compose_cfg("train", [*smoke_overrides(tmp_path), "model=smollm2_135m", f"paths.cache_dir={tmp_path / 'c'}"])
+    with pytest.raises(RuntimeError, match="stop after the cache lookup"):
+        prepare_inputs(cfg)
+    assert seen == [str(tmp_path / "c")]
+    monkeypatch.setenv("MIDTRAIN_CACHE_DIR", str(tmp_path / "env"))
+    assert compose_cfg("train", ["model=smollm2_135m"]).paths.cache_dir == str(tmp_path / "env")

@@ -222,9 +222,11 @@ def export_base(cfg: DictConfig, run: RunDir, h: str | None = None) -> RunDir:
     import pytorch_lightning as pl
 
     check_model_cfg(cfg.model)
-    tokenizer = build_tokenizer(cfg.model)
+    from midtrain.train import _cache_dir
+
+    tokenizer = build_tokenizer(cfg.model, cache_dir=_cache_dir(cfg))
     pl.seed_everything(int(cfg.seed), verbose=False)
-    model = build_model(cfg.model, tokenizer)
+    model = build_model(cfg.model, tokenizer, cache_dir=_cache_dir(cfg))
     base.path.mkdir(parents=True, exist_ok=True)
     record_attempt(base.path, "export")
     export_hf(model, tokenizer, base.hf)

@@ -99,6 +99,12 @@ def identity(cfg: DictConfig) -> dict:
     return out
 
 
+def _cache_dir(cfg: DictConfig) -> str | None:
+    """`paths.cache_dir`: where model conversions are cached (GGUF checkpoints)."""
+    paths = cfg.get("paths") or {}
+    return str(paths.get("cache_dir")) if paths.get("cache_dir") else None
+
+
 def device_type(cfg: DictConfig) -> str:
     import torch
 
@@ -299,7 +305,8 @@ def _prepare_model(cfg: DictConfig, tokenizer: Any, dev: str, preserve: "Strateg
     from midtrain.models.build import apply_liger_kernels, build_model, decoder_layers
 
     pl.seed_everything(int(cfg.seed), workers=True, verbose=False)
-    model = build_model(cfg.model, tokenizer, cfg.get("init_from"), dev, compile=bool(cfg.trainer.compile))
+    model = build_model(cfg.model, tokenizer, cfg.get("init_from"), dev, compile=bool(cfg.trainer.compile),
+                        cache_dir=_cache_dir(cfg))
     model = preserve.prepare_model(model, cfg)  # e.g. LoRA adapters, a frozen reference copy
     if cfg.trainer.get("liger_kernels"):
         apply_liger_kernels(model)
@@ -393,7 +400,7 @@ def prepare_inputs(cfg: DictConfig) -> tuple:
     if cfg.objective == "lm" and int(cfg.corpus.num_docs) <= 0:
         raise ValueError("objective=lm needs corpus.num_docs > 0 (0 documents means: skip midtraining)")
     dev = device_type(cfg)
-    tokenizer = build_tokenizer(cfg.model, cfg.get("init_from"))
+    tokenizer = build_tokenizer(cfg.model, cfg.get("init_from"), cache_dir=_cache_dir(cfg))
     dm = PackedDataModule(cfg, tokenizer, world_size=_world_size(cfg, dev), preserve=preserve).prepare()
     return dev, tokenizer, dm, preserve
 

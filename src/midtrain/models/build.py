@@ -73,8 +73,11 @@ def check_model_cfg(model_cfg: DictConfig) -> None:
     _dtype(model_cfg.dtype)
 
 
-def build_tokenizer(model_cfg: DictConfig, init_from: str | Path | None = None) -> Any:
-    """The tokenizer a stage uses: the previous stage's, the builtin tiny one, or the model's own."""
+def build_tokenizer(model_cfg: DictConfig, init_from: str | Path | None = None,
+                    cache_dir: str | Path | None = None) -> Any:
+    """The tokenizer a stage uses: the previous stage's, the builtin tiny one, or the model's own.
+
+    `cache_dir` (`paths.cache_dir`) is where a GGUF model's conversion is cached."""
     from transformers import AutoTokenizer
 
     if init_from:
@@ -92,7 +95,7 @@ def build_tokenizer(model_cfg: DictConfig, init_from: str | Path | None = None) 
     elif model_cfg.source == "gguf":
         from midtrain.models.gguf import load_gguf_tokenizer
 
-        tok = load_gguf_tokenizer(model_cfg.gguf_file)
+        tok = load_gguf_tokenizer(model_cfg.gguf_file, cache_dir)
     else:
         kwargs = {} if _is_local(model_cfg.name_or_path) else {"revision": model_cfg.revision}
         tok = AutoTokenizer.from_pretrained(str(model_cfg.name_or_path), **kwargs)
@@ -114,6 +117,7 @@ def build_model(
     init_from: str | Path | None = None,
     device_type: str = "cpu",
     compile: bool = False,
+    cache_dir: str | Path | None = None,
 ) -> torch.nn.Module:
     """Build the causal LM: random init from a config, a pretrained checkpoint, a GGUF file, or a finished stage."""
     from transformers import AutoModelForCausalLM, LlamaConfig
@@ -137,7 +141,7 @@ def build_model(
     elif model_cfg.source == "gguf":
         from midtrain.models.gguf import load_gguf_model
 
-        model = load_gguf_model(model_cfg.gguf_file, dtype=dtype)
+        model = load_gguf_model(model_cfg.gguf_file, dtype=dtype, cache_dir=cache_dir)
         model.set_attn_implementation(attn)
     else:
         kwargs = {} if _is_local(model_cfg.name_or_path) else {"revision": model_cfg.revision}
