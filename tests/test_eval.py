@@ -169,3 +169,28 @@ def test_configured_task_lists_name_real_tasks_and_arguments():
             params = inspect.signature(resolve_task(t.task)).parameters
             for arg in list(t.args or {}) + ([t.grader_arg] if t.get("grader_arg") else []):
                 assert arg in params, f"eval.{suite}.tasks.{key}: {t.task} takes no argument {arg!r}"
+
+
+def test_eval_results_of_other_settings_are_separate_entries_never_overwritten(tmp_path, monkeypatch):
+    """A result is reused only for the settings that produced it; other settings give another
+    entry, and asking for the first settings again brings their result back without a rerun."""
+    import midtrain.evals.probe as probe_mod
+
+    run_dir = make_tiny_run(tmp_path)
+    pairs = [json.loads(line) for line in (Path(probe_mod.__file__).parent / "pairs.jsonl").read_text().splitlines()
+             if line.strip()]
+    subset = tmp_path / "pairs.jsonl"
+    subset.write_text("".join(json.dumps(p) + "\n" for p in pairs[: len(pairs) // 2]))
+    calls = []
+    real = probe_mod.probe_run_dir
+    monkeypatch.setattr(probe_mod, "probe_run_dir", lambda *a, **k: calls.append(1) or real(*a, **k))
+
+    first = evaluate(compose_eval([f"run_dir={run_dir}", "eval=probe"]))["probe"]
+    other = evaluate(compose_eval([f"run_dir={run_dir}", "eval=probe", f"eval.probe.pairs_path={subset}"]))["probe"]
+    assert len(calls) == 2 and other["settings_key"] != first["settings_key"]
+    assert other["pairs"] != first["pairs"]
+    metrics = RunDir(run_dir).read_metrics()
+    assert metrics["eval_history"][f"probe@{first['settings_key']}"] == first  # kept, not overwritten
+    again = evaluate(compose_eval([f"run_dir={run_dir}", "eval=probe"]))["probe"]
+    assert len(calls) == 2 and again == first  # back from the history, no rerun
+    assert RunDir(run_dir).read_metrics()["eval_history"][f"probe@{other['settings_key']}"] == other

@@ -128,14 +128,17 @@ def evaluate(cfg: DictConfig, *, model: Any = None, grader_models: list | None =
         from midtrain.models.build import check_hf_weights
 
         check_hf_weights(run.hf)
-    existing = run.read_metrics().get("eval", {})
     force = bool(cfg.get("force", False))
+    keys = {suite: eval_settings_key(cfg, suite, grader_models) for suite in cfg.eval}
+    _restore_from_history(run, keys)
+    existing = run.read_metrics().get("eval", {})
 
     def done(suite: str, key: str | None = None) -> bool:
         entry = existing.get(suite, {})
         if key is not None:
             entry = entry.get(key, {}) if isinstance(entry, dict) else {}
-        return not force and isinstance(entry, dict) and entry.get("complete") is True
+        return (not force and isinstance(entry, dict) and entry.get("complete") is True
+                and entry.get("settings_key") == keys[suite])
 
     # Everything that can fail on bad input happens here, before any model is loaded.
     planned = [p for p in plan_suites(cfg, grader_models) if not done(p.suite, None if p.suite == p.key else p.key)]
@@ -163,9 +166,11 @@ def evaluate(cfg: DictConfig, *, model: Any = None, grader_models: list | None =
             summary = summarize_graded(result_log, max_missing) if p.graded else summarize_metrics(result_log)
             summary.update(p.extra)
             summary["log"] = _log_ref(result_log.location, run.path)
+            summary["settings_key"] = keys[p.suite]
             if not summary["complete"]:
                 log.warning("eval %s/%s incomplete: %s", p.suite, p.key, {k: summary.get(k) for k in ("status", "missing_share", "samples_failed", "samples_unscored")})
             update = {p.suite: summary} if p.suite == p.key else {p.suite: {p.key: summary}}
+            _keep_other_settings(run, p.suite, keys[p.suite])
             run.update_metrics({"eval": update})  # after each task, so a crash keeps finished ones
     if run_probe:
         from midtrain.evals.probe import HELDOUT_PAIRS_PATH, load_pairs, probe_run_dir
@@ -176,9 +181,74 @@ def evaluate(cfg: DictConfig, *, model: Any = None, grader_models: list | None =
         result = probe_run_dir(run.path, pairs=pairs, batch_size=int(pc.batch_size), device=pc.get("device"),
                                dtype=pc.get("dtype"), extra_sets=extra)
         result["complete"] = True
+        result["settings_key"] = keys["probe"]
+        _keep_other_settings(run, "probe", keys["probe"])
         run.update_metrics({"eval": {"probe": result}})
         log.info("probe margin %.4f %s (accuracy %.3f)", result["margin"], result["unit"], result["accuracy"])
     return run.read_metrics().get("eval", {})
+
+
+def eval_settings_key(cfg: DictConfig, suite: str, grader_models: list | None = None) -> str:
+    """A short hash of everything that decides a suite's result: its own settings (data
+    revision, subset, epochs, tasks, probe pairs), the graders and their settings, the model
+    under test and its generation settings, the sample limit."""
+    from midtrain.tracking.identity import digest
+
+    graders = [str(g) for g in grader_models] if grader_models else OmegaConf.to_container(cfg.grader_models)
+    return digest({
+        "suite": suite,
+        "settings": OmegaConf.to_container(cfg.eval[suite], resolve=True),
+        "graders": graders if suite != "probe" else None,
+        "grader": OmegaConf.to_container(cfg.grader, resolve=True) if suite != "probe" else None,
+        "generate": OmegaConf.to_container(cfg.generate, resolve=True) if suite != "probe" else None,
+        "model": cfg.model.get("name"),
+        "limit": cfg.inspect.get("limit"),
+        "max_missing_share": cfg.get("max_missing_share"),
+    })
+
+
+def _entry_key(entry: Any) -> str | None:
+    if not isinstance(entry, dict):
+        return None
+    if "settings_key" in entry:
+        return entry["settings_key"]
+    keys = {v.get("settings_key") for v in entry.values() if isinstance(v, dict)}  # a task-list suite
+    return keys.pop() if len(keys) == 1 else None
+
+
+def _keep_other_settings(run: RunDir, suite: str, key: str) -> None:
+    """Before `eval.<suite>` takes a result of other settings, the one there moves to
+    `eval_history["<suite>@<its key>"]`: a different grader, epochs or data revision is a
+    different entry, never an overwrite."""
+    metrics = run.read_metrics()
+    entry = metrics.get("eval", {}).get(suite)
+    if entry is None:
+        return
+    old = _entry_key(entry)
+    if old == key:
+        return
+    history = metrics.setdefault("eval_history", {})
+    history[f"{suite}@{old or 'unkeyed'}"] = entry
+    del metrics["eval"][suite]
+    run.write_metrics(metrics)
+
+
+def _restore_from_history(run: RunDir, keys: dict[str, str]) -> None:
+    """A suite asked for again with settings already scored comes back from `eval_history`."""
+    metrics = run.read_metrics()
+    history = metrics.get("eval_history") or {}
+    changed = False
+    for suite, key in keys.items():
+        saved = history.get(f"{suite}@{key}")
+        current = metrics.get("eval", {}).get(suite)
+        if saved is None or _entry_key(current) == key:
+            continue
+        if current is not None:
+            history[f"{suite}@{_entry_key(current) or 'unkeyed'}"] = current
+        metrics.setdefault("eval", {})[suite] = history.pop(f"{suite}@{key}")
+        changed = True
+    if changed:
+        run.write_metrics(metrics)
 
 
 def _log_ref(location: str | None, root: Path) -> str | None:
