@@ -322,3 +322,26 @@ def test_two_identical_commands_at_once_leave_one_complete_run(tmp_path):
         assert re.search(r"is being written by pid \d+ on host \S+", loser), loser[-2000:]
     else:  # it came second and found the run finished
         assert "nothing to do" in "".join(outs)
+
+
+def test_an_evaluation_into_a_held_run_directory_is_refused(tmp_path):
+    from hydra import compose, initialize_config_dir
+
+    from midtrain.eval import evaluate
+    from midtrain.paths import CONF_DIR
+    from midtrain.tracking import RunDirLocked
+    from tests.test_probe import make_tiny_run
+
+    run_dir = make_tiny_run(tmp_path)
+    before = (run_dir / "metrics.json").read_text() if (run_dir / "metrics.json").exists() else None
+    holder = _hold(run_dir, 30)
+    try:
+        with initialize_config_dir(config_dir=str(CONF_DIR), version_base="1.3"):
+            cfg = compose("eval", overrides=[f"run_dir={run_dir}", "eval=probe"])
+        with pytest.raises(RunDirLocked, match=rf"pid {holder.pid} on host"):
+            evaluate(cfg)
+        after = (run_dir / "metrics.json").read_text() if (run_dir / "metrics.json").exists() else None
+        assert after == before
+    finally:
+        holder.kill()
+        holder.wait()

@@ -150,41 +150,45 @@ def evaluate(cfg: DictConfig, *, model: Any = None, grader_models: list | None =
             if cfg.eval.probe.get(key):
                 load_pairs(cfg.eval.probe[key])
 
-    if planned or run_probe:
-        from midtrain.tracking.provenance import record_attempt, stage_provenance
+    import contextlib
 
-        record_attempt(run.path, "eval", suites=sorted({p.suite for p in planned} | ({"probe"} if run_probe else set())))
-        run.update_metrics({"provenance": stage_provenance(run.path)})
+    # One writer per run directory: the process that evaluates into it holds its lock.
+    with run.lock() if (planned or run_probe) else contextlib.nullcontext():
+        if planned or run_probe:
+            from midtrain.tracking.provenance import record_attempt, stage_provenance
 
-    log_root = Path(str(cfg.inspect.log_dir)) if cfg.inspect.get("log_dir") else run.eval_dir
-    max_missing = float(cfg.max_missing_share)
-    if planned:
-        mut = model if model is not None else _model_under_test(cfg, run)
-        for p in planned:
-            log.info("eval %s/%s on %s", p.suite, p.key, run.path)
-            result_log = _run_inspect(p, mut, cfg, log_root / p.suite)
-            summary = summarize_graded(result_log, max_missing) if p.graded else summarize_metrics(result_log)
-            summary.update(p.extra)
-            summary["log"] = _log_ref(result_log.location, run.path)
-            summary["settings_key"] = keys[p.suite]
-            if not summary["complete"]:
-                log.warning("eval %s/%s incomplete: %s", p.suite, p.key, {k: summary.get(k) for k in ("status", "missing_share", "samples_failed", "samples_unscored")})
-            update = {p.suite: summary} if p.suite == p.key else {p.suite: {p.key: summary}}
-            _keep_other_settings(run, p.suite, keys[p.suite])
-            run.update_metrics({"eval": update})  # after each task, so a crash keeps finished ones
-    if run_probe:
-        from midtrain.evals.probe import HELDOUT_PAIRS_PATH, load_pairs, probe_run_dir
+            record_attempt(run.path, "eval", suites=sorted({p.suite for p in planned} | ({"probe"} if run_probe else set())))
+            run.update_metrics({"provenance": stage_provenance(run.path)})
 
-        pc = cfg.eval.probe
-        pairs = load_pairs(pc.pairs_path) if pc.get("pairs_path") else None
-        extra = {"heldout": load_pairs(pc.get("heldout_pairs_path") or HELDOUT_PAIRS_PATH)} if pc.get("heldout") else {}
-        result = probe_run_dir(run.path, pairs=pairs, batch_size=int(pc.batch_size), device=pc.get("device"),
-                               dtype=pc.get("dtype"), extra_sets=extra)
-        result["complete"] = True
-        result["settings_key"] = keys["probe"]
-        _keep_other_settings(run, "probe", keys["probe"])
-        run.update_metrics({"eval": {"probe": result}})
-        log.info("probe margin %.4f %s (accuracy %.3f)", result["margin"], result["unit"], result["accuracy"])
+        log_root = Path(str(cfg.inspect.log_dir)) if cfg.inspect.get("log_dir") else run.eval_dir
+        max_missing = float(cfg.max_missing_share)
+        if planned:
+            mut = model if model is not None else _model_under_test(cfg, run)
+            for p in planned:
+                log.info("eval %s/%s on %s", p.suite, p.key, run.path)
+                result_log = _run_inspect(p, mut, cfg, log_root / p.suite)
+                summary = summarize_graded(result_log, max_missing) if p.graded else summarize_metrics(result_log)
+                summary.update(p.extra)
+                summary["log"] = _log_ref(result_log.location, run.path)
+                summary["settings_key"] = keys[p.suite]
+                if not summary["complete"]:
+                    log.warning("eval %s/%s incomplete: %s", p.suite, p.key, {k: summary.get(k) for k in ("status", "missing_share", "samples_failed", "samples_unscored")})
+                update = {p.suite: summary} if p.suite == p.key else {p.suite: {p.key: summary}}
+                _keep_other_settings(run, p.suite, keys[p.suite])
+                run.update_metrics({"eval": update})  # after each task, so a crash keeps finished ones
+        if run_probe:
+            from midtrain.evals.probe import HELDOUT_PAIRS_PATH, load_pairs, probe_run_dir
+
+            pc = cfg.eval.probe
+            pairs = load_pairs(pc.pairs_path) if pc.get("pairs_path") else None
+            extra = {"heldout": load_pairs(pc.get("heldout_pairs_path") or HELDOUT_PAIRS_PATH)} if pc.get("heldout") else {}
+            result = probe_run_dir(run.path, pairs=pairs, batch_size=int(pc.batch_size), device=pc.get("device"),
+                                   dtype=pc.get("dtype"), extra_sets=extra)
+            result["complete"] = True
+            result["settings_key"] = keys["probe"]
+            _keep_other_settings(run, "probe", keys["probe"])
+            run.update_metrics({"eval": {"probe": result}})
+            log.info("probe margin %.4f %s (accuracy %.3f)", result["margin"], result["unit"], result["accuracy"])
     return run.read_metrics().get("eval", {})
 
 
@@ -248,7 +252,8 @@ def _restore_from_history(run: RunDir, keys: dict[str, str]) -> None:
         metrics.setdefault("eval", {})[suite] = history.pop(f"{suite}@{key}")
         changed = True
     if changed:
-        run.write_metrics(metrics)
+        with run.lock():
+            run.write_metrics(metrics)
 
 
 def _log_ref(location: str | None, root: Path) -> str | None:
