@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import math
+import re
 from pathlib import Path
 
 import numpy as np
@@ -311,7 +312,7 @@ def test_pipeline_records_the_strategy_and_the_probe_curve_of_the_instruction_st
                                    "+stages.instruct.trainer.probe_every_n_steps=2"])
     metrics = pipeline(cfg)
     run = RunDir.from_cfg(cfg)
-    assert run.path.name == "treatment-tiny-llama-n16-i24-replay0.2-mix-s0"
+    assert re.fullmatch(r"treatment-tiny-llama-n16-i24-replay0\.2-mix-s0-[0-9a-f]{8}", run.path.name), run.path.name
     assert metrics["preserve"] == "replay"
     ins = metrics["train"]["instruct"]
     assert ins["preserve"]["name"] == "replay" and ins["preserve"]["share"] == 0.2
