@@ -114,6 +114,21 @@ def test_tags_and_config_without_secrets(tmp_path):
     assert kwargs["config"]["optim"]["lr"] == cfg.optim.lr  # resolved values, not interpolations
 
 
+def test_config_carries_the_hash_the_run_directory_is_named_by(tmp_path):
+    from midtrain.tracking.identity import stage_hash
+
+    cfg = _cfg(tmp_path)
+    stage = wandb_init_kwargs(cfg, tmp_path / "run", "midtrain")["config"]
+    assert stage["stage_hash"] == stage_hash(cfg) and "run_hash" not in stage
+    other = wandb_init_kwargs(_cfg(tmp_path, "optim.lr=3e-4"), tmp_path / "run2", "midtrain")["config"]
+    assert other["stage_hash"] != stage["stage_hash"]
+    with initialize_config_dir(config_dir=str(CONF_DIR), version_base="1.3"):
+        pipe = compose("pipeline", overrides=["logger=wandb", "logger.project=p", "debug=smoke",
+                                              f"paths.runs_root={tmp_path / 'runs'}", "sweep_name=s"])
+    config = wandb_init_kwargs(pipe, tmp_path / "run3", "pipeline")["config"]
+    assert pipe.run_id.endswith(config["run_hash"])  # the directory's suffix
+
+
 def test_run_id_is_stable_per_run_dir_and_stage(tmp_path):
     a = wandb_run_id(tmp_path / "r1", "midtrain")
     assert a == wandb_run_id(tmp_path / "r1", "midtrain")  # the requeued job

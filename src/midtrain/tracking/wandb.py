@@ -100,6 +100,16 @@ def wandb_settings():
                           x_save_requirements=False, disable_job_creation=True, program="midtrain")
 
 
+def _identity_keys(cfg: DictConfig, stage: str) -> dict[str, str]:
+    """The hash the run directory is named by, in the W&B config: a training stage's own hash,
+    or the whole run's for the pipeline's run (`tracking/identity.py`)."""
+    from midtrain.tracking.identity import config_hash, stage_hash
+
+    if stage != "pipeline" and cfg.get("objective") in ("lm", "sft"):
+        return {"stage_hash": stage_hash(cfg)}
+    return {"run_hash": config_hash(cfg)}
+
+
 def wandb_init_kwargs(cfg: DictConfig, run_dir: str | os.PathLike, stage: str) -> dict[str, Any]:
     """Keyword arguments for ``wandb.init`` (and Lightning's ``WandbLogger``) for this run and stage.
 
@@ -127,7 +137,7 @@ def wandb_init_kwargs(cfg: DictConfig, run_dir: str | os.PathLike, stage: str) -
         "name": str(run_id),
         "job_type": stage,
         "tags": condition_tags(cfg),
-        "config": {**wandb_config(cfg), "provenance": wandb_provenance(run_dir)},
+        "config": {**wandb_config(cfg), **_identity_keys(cfg, stage), "provenance": wandb_provenance(run_dir)},
         "id": wandb_run_id(run_dir, stage),
         "resume": "allow",
         "dir": str(run_dir),
