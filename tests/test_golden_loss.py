@@ -25,6 +25,7 @@ import pytorch_lightning as pl
 import torch
 
 from tests.conftest import compose_cfg, smoke_overrides, write_docs
+from tests.test_train import CrashAfter
 
 # 16 documents in rows of 128 tokens, micro-batches of 2 rows, 512 tokens per optimizer step
 # (accumulation 2), two epochs, warmup_ratio 0.25 of the optimizer steps.
@@ -67,15 +68,6 @@ class Recorder(pl.Callback):
 
     def on_before_optimizer_step(self, trainer, pl_module, optimizer):
         self.lrs.append(optimizer.param_groups[0]["lr"])
-
-
-class CrashAfter(pl.Callback):
-    def __init__(self, step: int):
-        self.step = step
-
-    def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx):
-        if trainer.global_step >= self.step:
-            raise SystemExit(f"killed after step {trainer.global_step}")
 
 
 @pytest.fixture

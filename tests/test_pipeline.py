@@ -12,7 +12,7 @@ import midtrain.train as train_mod
 from midtrain.pipeline import pipeline
 from midtrain.tracking import RunDir
 from tests.conftest import compose_cfg
-from tests.test_train import CrashAfter
+from tests.test_train import crash_instruct_once
 
 
 def _overrides(tmp_path, *extra):
@@ -44,16 +44,7 @@ def test_interrupted_instruct_stage_resumes_without_redoing_midtraining(tmp_path
     over = _overrides(tmp_path, "experiment=control", "instruct.samples=48", "stages.evaluate.enabled=false",
                       "+stages.instruct.data.batch_size=2")
     cfg = compose_cfg("pipeline", over)
-    real_train = train_mod.train
-    calls: list[str] = []
-
-    def crashing_train(c, callbacks=None):
-        calls.append(c.stage)
-        if c.stage == "instruct" and calls.count("instruct") == 1:
-            return real_train(c, callbacks=[CrashAfter(5)])
-        return real_train(c, callbacks)
-
-    monkeypatch.setattr(train_mod, "train", crashing_train)
+    crash_instruct_once(monkeypatch)
     with pytest.raises(SystemExit, match="killed after step 5"):
         pipeline(cfg)
     run = RunDir.from_cfg(cfg)

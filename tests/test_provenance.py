@@ -10,13 +10,12 @@ from pathlib import Path
 
 import pytest
 
-import midtrain.train as train_mod
 from midtrain.paths import REPO_ROOT
 from midtrain.pipeline import pipeline
 from midtrain.tracking import RunDir
 from midtrain.tracking import provenance as prov
 from tests.conftest import compose_cfg
-from tests.test_train import CrashAfter
+from tests.test_train import crash_instruct_once
 
 ATTEMPT_KEYS = {"activity", "attempt", "started_at", "code", "versions", "hardware", "slurm"}
 NAMED_LIBRARIES = {"python", "torch", "transformers", "pytorch-lightning", "inspect-ai", "inspect-evals", "datasets",
@@ -102,16 +101,7 @@ def _check_attempt(a: dict, activity: str, n: int) -> None:
 def test_pipeline_records_each_attempt_and_a_resume_adds_one(tmp_path, monkeypatch):
     cfg = compose_cfg("pipeline", _overrides(tmp_path, "experiment=control", "instruct.samples=48",
                                              "+stages.instruct.data.batch_size=2"))
-    real_train = train_mod.train
-    calls: list[str] = []
-
-    def crashing_train(c, callbacks=None):
-        calls.append(c.stage)
-        if c.stage == "instruct" and calls.count("instruct") == 1:
-            return real_train(c, callbacks=[CrashAfter(5)])
-        return real_train(c, callbacks)
-
-    monkeypatch.setattr(train_mod, "train", crashing_train)
+    crash_instruct_once(monkeypatch)
     with pytest.raises(SystemExit, match="killed after step 5"):
         pipeline(cfg)
     run = RunDir.from_cfg(cfg)

@@ -6,11 +6,10 @@ import shutil
 
 import pytest
 
-import midtrain.train as train_mod
 from midtrain.pipeline import pipeline
 from midtrain.tracking import RunDir
 from tests.conftest import compose_cfg
-from tests.test_train import CrashAfter
+from tests.test_train import crash_instruct_once
 
 
 def _cfg(root, *extra):
@@ -25,16 +24,7 @@ UNFINISHED = ("experiment=control", "instruct.samples=48", "+stages.instruct.dat
 def test_moved_sweep_resumes_an_unfinished_run_and_reports_a_finished_one(tmp_path, monkeypatch):
     old_root, new_root = tmp_path / "scratch" / "runs", tmp_path / "archive" / "runs"
     finished = pipeline(_cfg(old_root, *FINISHED))
-    real_train = train_mod.train
-    calls: list[str] = []
-
-    def crashing_train(c, callbacks=None):
-        calls.append(c.stage)
-        if c.stage == "instruct" and calls.count("instruct") == 1:
-            return real_train(c, callbacks=[CrashAfter(5)])
-        return real_train(c, callbacks)
-
-    monkeypatch.setattr(train_mod, "train", crashing_train)
+    crash_instruct_once(monkeypatch)
     with pytest.raises(SystemExit, match="killed after step 5"):
         pipeline(_cfg(old_root, *UNFINISHED))
 

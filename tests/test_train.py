@@ -27,6 +27,24 @@ class CrashAfter(pl.Callback):
             raise SystemExit(f"killed after step {trainer.global_step}")
 
 
+def crash_instruct_once(monkeypatch, after: int = 5) -> list[str]:
+    """Make the pipeline's first instruct stage die after `after` steps (later calls run whole);
+    returns the list of stages `train` was called for."""
+    import midtrain.train as train_mod
+
+    real_train = train_mod.train
+    calls: list[str] = []
+
+    def crashing_train(c, callbacks=None):
+        calls.append(c.stage)
+        if c.stage == "instruct" and calls.count("instruct") == 1:
+            return real_train(c, callbacks=[CrashAfter(after)])
+        return real_train(c, callbacks)
+
+    monkeypatch.setattr(train_mod, "train", crashing_train)
+    return calls
+
+
 def _weights(run_dir: Path) -> dict[str, torch.Tensor]:
     return load_file(str(run_dir / "hf" / "model.safetensors"))
 

@@ -35,20 +35,28 @@ class RunDirLocked(RuntimeError):
     """Another process is writing into this run directory."""
 
 
-def atomic_write_text(path: str | os.PathLike, text: str) -> None:
-    """Write `text` to `path` through a temp file in the same folder and a rename."""
+@contextmanager
+def atomic_open(path: str | os.PathLike, mode: str = "w", suffix: str = ".tmp"):
+    """A file to write `path` through: a temp file in the same folder, fsynced and renamed
+    into place when the block ends, removed if it raises (a reader never sees half a file)."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=suffix, dir=path.parent)
     try:
-        with os.fdopen(fd, "w", encoding="utf-8") as f:
-            f.write(text)
+        with os.fdopen(fd, mode, **({} if "b" in mode else {"encoding": "utf-8"})) as f:
+            yield f
             f.flush()
             os.fsync(f.fileno())
         os.replace(tmp, path)
     except BaseException:
         Path(tmp).unlink(missing_ok=True)
         raise
+
+
+def atomic_write_text(path: str | os.PathLike, text: str) -> None:
+    """Write `text` to `path` through a temp file in the same folder and a rename."""
+    with atomic_open(path) as f:
+        f.write(text)
 
 
 def _check_finite(obj: Any, where: str = "") -> None:
