@@ -25,7 +25,7 @@ from .test_slurm_e2e import BIN, _cluster_up, _env, _wait_for, job_folders
 
 pytestmark = pytest.mark.slurm
 TIMEOUT_S = 600
-EPOCHS = 3
+EPOCHS = 8  # long enough that the requeue test can interrupt it on an idle machine
 
 
 @pytest.fixture(scope="module", autouse=True)
@@ -139,7 +139,8 @@ def test_a_requeued_two_task_job_ends_like_the_uninterrupted_one(runs):
     proc = subprocess.Popen(_two_task_cmd(corpus, root, "requeued"), cwd=REPO_ROOT, env=_env(),
                             stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
     try:
-        ckpt = _wait_for(lambda: next((root / "requeued").glob("*/checkpoints/step0000004.ckpt"), None), 300,
+        # save_top_k=1 replaces each step checkpoint with the next: wait for whichever exists
+        ckpt = _wait_for(lambda: next((root / "requeued").glob("*/checkpoints/step*.ckpt"), None), 300,
                          "the first step checkpoint", proc)
         run = ckpt.parents[1]
         assert not (run / "DONE").exists(), "training finished before it could be interrupted"
