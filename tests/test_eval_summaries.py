@@ -83,6 +83,14 @@ def test_scorers_without_grade_counts_report_none():
     assert out["missing_share"] == 0.0 and out["complete"] is True
 
 
+def test_a_scorer_that_counts_attempts_but_not_failures_has_none_unparseable():
+    score = Score(value={"overall": 0.4}, metadata={"grades_attempted": 3})
+    log = _log([EvalSample(id=1, epoch=1, input="q", target="t", scores={"s": score})], epochs=1)
+    out = summarize_graded(log, max_missing_share=0.0)
+    assert (out["grades_attempted"], out["grades_unparseable"]) == (3, 0)
+    assert out["missing_share"] == 0.0 and out["complete"] is True
+
+
 @pytest.mark.parametrize("share", [-0.1, 1.5])
 def test_missing_share_must_be_a_share(share):
     with pytest.raises(ValueError, match="max_missing_share must be in"):

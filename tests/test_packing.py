@@ -6,7 +6,7 @@ import pytest
 import torch
 from transformers import AutoModelForCausalLM, LlamaConfig
 
-from midtrain.data.packing import IGNORE_INDEX, Segment, lm_segment, pack_segments
+from midtrain.data.packing import IGNORE_INDEX, PackStats, Segment, concat_rows, lm_segment, pack_segments
 
 
 def _segments(lengths, vocab=97, seed=0):
@@ -111,3 +111,30 @@ def test_every_piece_of_a_split_document_starts_without_a_label():
     assert starts == 3
     # 100 tokens, 3 piece starts without a label (the first is BOS anyway).
     assert rows.stats.loss_tokens == 100 - 3
+
+
+def test_concatenated_packings_keep_both_row_lists_and_sum_their_statistics():
+    # The replay strategy packs the replayed data apart and appends its rows to the stage's own.
+    own = pack_segments(_segments([30, 20, 12], seed=1), seq_len=40, pad_id=0)
+    side = pack_segments(_segments([70, 8], seed=2), seq_len=40, pad_id=0)
+    both = concat_rows(own, side)
+    n = len(own)
+    assert len(both) == n + len(side)
+    for name in ("input_ids", "labels", "position_ids", "real_tokens"):
+        assert torch.equal(getattr(both, name), torch.cat([getattr(own, name), getattr(side, name)])), name
+    assert both.stats == PackStats(
+        documents=3 + 2, pieces=3 + 3, documents_split=0 + 1,
+        rows=len(both), real_tokens=(32 + 22 + 14) + (72 + 10),
+        loss_tokens=(31 + 21 + 13) + (71 - 1 + 9), slots=40 * len(both))
+    assert len(both) > len(own) > 1
+    # The second packing's segment indices continue after the first's documents.
+    assert both.row_segments[:n] == own.row_segments
+    assert both.row_segments[n:] == [[s + 3 for s in r] for r in side.row_segments]
+    assert sorted(s for r in both.row_segments for s in r) == [0, 1, 2, 3, 3, 4]  # the split document: two pieces
+
+
+def test_concatenating_packings_of_different_row_lengths_is_refused():
+    a = pack_segments(_segments([10]), seq_len=16, pad_id=0)
+    b = pack_segments(_segments([10]), seq_len=24, pad_id=0)
+    with pytest.raises(ValueError, match="seq_len"):
+        concat_rows(a, b)

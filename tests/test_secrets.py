@@ -142,3 +142,33 @@ def test_a_multirun_writes_multirun_yaml_and_job_output_redacted(tmp_path):
     for path in tmp_path.rglob("*"):
         if path.is_file():
             assert CANARY.encode() not in path.read_bytes(), path
+
+
+def _raised(message: str):
+    try:
+        raise RuntimeError(message)
+    except RuntimeError:
+        return sys.exc_info()
+
+
+@pytest.mark.parametrize("tail", [" ", "X"])  # what the message ends with is kept
+def test_the_log_filter_scrubs_the_traceback_the_handler_would_write(monkeypatch, tail):
+    monkeypatch.setenv("XAI_API_KEY", CANARY)
+    exc_info = _raised(f"bad key {CANARY}{tail}")
+    record = logging.LogRecord("x", logging.ERROR, __file__, 1, "failed", None, exc_info)
+    secrets.SecretFilter().filter(record)
+    # The formatter's own traceback text, line for line, with only the secret replaced.
+    plain = logging.Formatter().formatException(exc_info)
+    assert CANARY in plain and record.exc_text == plain.replace(CANARY, REDACTED)
+    assert record.exc_text.count("\n") >= 3 and not record.exc_text.endswith("\n")
+    assert logging.Formatter().format(record) == f"failed\n{record.exc_text}"
+
+
+def test_the_log_filter_scrubs_an_exception_that_was_never_raised(monkeypatch):
+    # `log.error(..., exc_info=exc)` with an exception built but not raised: no traceback object.
+    monkeypatch.setenv("XAI_API_KEY", CANARY)
+    exc = RuntimeError(f"bad key {CANARY}")
+    record = logging.LogRecord("x", logging.ERROR, __file__, 1, "failed", None, (RuntimeError, exc, None))
+    secrets.SecretFilter().filter(record)
+    assert record.exc_text == f"RuntimeError: bad key {REDACTED}"
+    assert CANARY not in logging.Formatter().format(record)
