@@ -701,70 +701,6 @@ def _without(overrides: Sequence[str], *keys: str) -> list[str]:
     return [o for o in overrides if _override_key(o) not in keys]
 
 
-def instruct_sizes(preset: str, overrides: Sequence[str]) -> list[int]:
-    """The instruction-tuning sizes the grid's jobs use, ascending."""
-    return sorted({int(compose_preset(preset, job).instruct.samples) for job in expand_jobs(preset, overrides)})
-
-
-def _midtrain_identity(cfg: DictConfig) -> dict:
-    """What the midtraining stage of a job trains on and with: its stage config without the run's
-    own names and, for document midtraining, without the later instruction tuning's size."""
-    from midtrain.pipeline import stage_config
-
-    cfg = cfg.copy()
-    OmegaConf.set_readonly(cfg, False)
-    c = OmegaConf.to_container(stage_config(cfg, "midtrain", str(cfg.stages.midtrain.objective), None), resolve=True)
-    for key in ("run_dir", "run_id"):
-        c.pop(key, None)
-    if cfg.stages.midtrain.objective == "lm":
-        c.get("instruct", {}).pop("samples", None)
-    return c
-
-
-def share_midtraining(preset: str, overrides: Sequence[str], sizes: Sequence[int]) -> int:
-    """Give each job of the larger instruction sizes the finished midtraining stage of its twin
-    at the smallest size (same condition, seed and midtraining config), as hard links.
-
-    Midtraining does not depend on what instruction tuning follows it, so training it once per
-    condition and seed and linking `<run>/midtrain/` into the other sizes' runs gives every
-    size the same midtrained model for the price of one. A twin that is not DONE, or whose
-    midtraining config differs, is left alone (that run then trains its own). Returns the
-    number of stages linked.
-    """
-    import os
-    import shutil
-
-    if len(sizes) < 2:
-        return 0
-    base = _without(overrides, "instruct.samples")
-    first = {}
-    for job in expand_jobs(preset, [*base, f"instruct.samples={sizes[0]}"]):
-        c = compose_preset(preset, job)
-        if c.stages.midtrain.enabled and int(c.corpus.num_docs) > 0:
-            first[tuple(_without(job, "instruct.samples"))] = c
-    linked = 0
-    for size in sizes[1:]:
-        for job in expand_jobs(preset, [*base, f"instruct.samples={size}"]):
-            src_cfg = first.get(tuple(_without(job, "instruct.samples")))
-            if src_cfg is None:
-                continue
-            cfg = compose_preset(preset, job)
-            src = Path(str(src_cfg.run_dir)) / "midtrain"
-            dst = Path(str(cfg.run_dir)) / "midtrain"
-            if dst.exists() or not (src / "DONE").exists() or src == dst:
-                continue
-            if _midtrain_identity(cfg) != _midtrain_identity(src_cfg):
-                log.info("not sharing %s: its midtraining config differs from %s", dst, src)
-                continue
-            tmp = dst.with_name(".midtrain.linking")
-            shutil.rmtree(tmp, ignore_errors=True)
-            shutil.copytree(src, tmp, copy_function=os.link)
-            tmp.rename(dst)
-            linked += 1
-            log.info("midtraining shared: %s -> %s (hard links)", src, dst)
-    return linked
-
-
 def reference_overrides(preset: str, overrides: Sequence[str]) -> list[str] | None:
     """The grid of the reference run: the untrained model (`experiment=base`, no instruction
     tuning), scored before any training; None when the grid has base runs of its own. A
@@ -785,10 +721,12 @@ def run_demo(overrides: Sequence[str] = (), *, preset: str = "demo", grader_mode
              generate_seed: int = 0) -> dict:
     """Generate, run the grid, report and summarize; returns the summary with file paths.
 
-    The grid runs in phases: the reference run (the untrained model), then, seed by seed, one
-    multirun per instruction-tuning size, smallest first, each later size reusing the
-    midtraining stages of the first (`share_midtraining`). A demo stopped part-way thus leaves
-    complete seeds behind, and the next call carries on where it stopped.
+    The grid runs in phases: the reference run (the untrained model), then one multirun per
+    seed. Inside a seed's multirun the instruction sizes of each condition follow each other,
+    and the pipeline links the finished midtraining stage (and its probe result) of the first
+    into the others (`reuse_stages`), since midtraining does not depend on what follows. A demo
+    stopped part-way thus leaves complete seeds behind, and the next call carries on where it
+    stopped.
 
     Args:
         overrides: Hydra overrides for every job of the grid (e.g. `model=tiny_llama`, `seed=0,1`).
@@ -812,7 +750,6 @@ def run_demo(overrides: Sequence[str] = (), *, preset: str = "demo", grader_mode
                          f"stages.evaluate.suites (got {list(ev.suites)})")
     sweep_dir = Path(str(pcfg.paths.runs_root)) / str(pcfg.sweep_name)
     report_dir = Path(report_dir or Path(str(pcfg.paths.runs_root)) / f"{pcfg.sweep_name}-report").expanduser().resolve()
-    sizes = instruct_sizes(preset, overrides)
     reference = reference_overrides(preset, overrides)
     scored = [s for s in STAGES if s in ev.after or (s == "base" and reference is not None)]
 
@@ -822,12 +759,8 @@ def run_demo(overrides: Sequence[str] = (), *, preset: str = "demo", grader_mode
 
     if reference is not None:
         run_grid(preset, reference)
-    for seed in sorted({int(compose_preset(preset, j).seed) for j in jobs}):
-        for i, size in enumerate(sizes):  # seed by seed: a stopped demo leaves whole seeds behind
-            if i > 0:
-                share_midtraining(preset, overrides, sizes)
-            run_grid(preset, [*_without(overrides, "instruct.samples", "seed"), f"seed={seed}",
-                              f"instruct.samples={size}"])
+    for seed in sorted({int(compose_preset(preset, j).seed) for j in jobs}):  # a stopped demo leaves whole seeds
+        run_grid(preset, [*_without(overrides, "seed"), f"seed={seed}"])
     t_grid = time.monotonic()
 
     reports = run_reports(sweep_dir, report_dir, scored, anima=bool(grader_models))

@@ -88,6 +88,10 @@ def _check(cfg: DictConfig) -> None:
         build_strategy(icfg.get("preserve")).check(icfg)
     if cfg.get("redo") not in REDO_CHOICES:
         raise ValueError(f"redo={cfg.get('redo')!r}: expected one of {[c for c in REDO_CHOICES if c]} (or null)")
+    from midtrain.tracking.reuse import SCOPES
+
+    if str(cfg.get("reuse_stages", "off")) not in SCOPES:
+        raise ValueError(f"reuse_stages={cfg.get('reuse_stages')!r}: expected one of {', '.join(SCOPES)}")
 
 
 @dataclass
@@ -158,8 +162,11 @@ def is_complete(cfg: DictConfig, p: Plan | None = None) -> bool:
 
 def _invalidate(cfg: DictConfig, run: RunDir, p: Plan, redo: str | None) -> bool:
     """Clear what a redo names, every stage after an unfinished one, and any stage whose DONE
-    cannot be trusted. Returns whether the evaluation must be recomputed (not reused)."""
+    cannot be trusted. Returns whether a redo asks for the evaluation to be recomputed even
+    where a stage's `metrics.json` holds results with the same settings (a stage trained
+    again writes a new `metrics.json`, so its old results are gone without forcing)."""
     cleared: list[str] = []
+    forced = False
 
     def clear(name: str, why: str) -> None:
         d = RunDir(run.path / name)
@@ -173,10 +180,12 @@ def _invalidate(cfg: DictConfig, run: RunDir, p: Plan, redo: str | None) -> bool
             n for n in DOWNSTREAM[redo] if n in p.hashes]
 
         def clear_redo() -> None:
+            nonlocal forced
             for n in names:
                 clear(n, f"redo={redo}")
             if "evaluate" in names:
                 cleared.append("evaluate")  # recompute even where no evaluate/ directory was left
+                forced = True
 
         from midtrain.train import apply_redo
 
@@ -204,7 +213,7 @@ def _invalidate(cfg: DictConfig, run: RunDir, p: Plan, redo: str | None) -> bool
     if cleared or not run.is_complete(needs_hf=False, expected_hash=config_hash(cfg), what="the run"):
         run.clear_done()
         run.metrics_path.unlink(missing_ok=True)
-    return "evaluate" in cleared
+    return forced
 
 
 def export_base(cfg: DictConfig, run: RunDir, h: str | None = None) -> RunDir:
@@ -313,8 +322,9 @@ def pipeline(cfg: DictConfig, defaults: DictConfig | None = None) -> dict:
             release_ranks(run.path, "done")
             return run.read_metrics()
         force_eval = _invalidate(cfg, run, p, redo)
+        reused = reuse_stages(cfg, run, p)
         release_ranks(run.path, "run")
-        return _run(cfg, run, p, force_eval, defaults)
+        return _run(cfg, run, p, force_eval, defaults, reused)
 
 
 def _run_other_rank(run: RunDir, p: Plan) -> dict:
@@ -332,7 +342,27 @@ def _run_other_rank(run: RunDir, p: Plan) -> dict:
     return {}
 
 
-def _run(cfg: DictConfig, run: RunDir, p: Plan, force_eval: bool, defaults: DictConfig | None) -> dict:
+def reuse_stages(cfg: DictConfig, run: RunDir, p: Plan) -> dict[str, str]:
+    """Link each training stage that this run has not started from a finished stage of another
+    run with the same stage hash (`reuse_stages`: the sweep, the whole runs root, or off),
+    in order, stopping at the first stage that must train. Returns `{stage: source directory}`."""
+    from midtrain.tracking.reuse import candidates, reuse_stage
+
+    scope = str(cfg.get("reuse_stages") or "off")
+    reused: dict[str, str] = {}
+    for name in p.train:
+        if _stage_ok(run, name, p):
+            continue
+        src = reuse_stage(run.path / name, p.hashes[name],
+                          candidates(run.path, name, scope, Path(str(cfg.paths.runs_root))))
+        if src is None:
+            break  # this stage trains, so every later one starts from a new model
+        reused[name] = str(src)
+    return reused
+
+
+def _run(cfg: DictConfig, run: RunDir, p: Plan, force_eval: bool, defaults: DictConfig | None,
+         reused: dict[str, str] | None = None) -> dict:
     from midtrain.train import train
 
     st = cfg.stages
@@ -354,6 +384,7 @@ def _run(cfg: DictConfig, run: RunDir, p: Plan, force_eval: bool, defaults: Dict
         "preserve": str(cfg.preserve.name) if cfg.get("preserve") else "none",
         "settings": settings_diff(cfg, defaults),
         "stage_hashes": dict(p.hashes),
+        "reused_stages": dict(reused or {}),  # stage -> the finished stage of another run it links
         "train": {},
     }
     stages: dict[str, RunDir] = {}

@@ -34,6 +34,7 @@ EXCLUDE: tuple[str, ...] = (
     "run_dir",
     "sweep_name",         # the folder a run is filed under
     "resume",             # how an interrupted run continues; the result is the same
+    "reuse_stages",       # where a finished stage with the same stage hash may be linked from
     "redo",               # what to do again, not what to compute
     "lock",               # how a second writer is treated
     "condition",          # a label for reports; what it changes (universe, stages) is in the hash
