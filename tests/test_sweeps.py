@@ -15,7 +15,7 @@ GROUP_KEYS = {"experiment", "debug", "model", "corpus", "instruct", "trainer", "
               "preserve"}
 
 EXPECTED_JOBS = {"doc_count": 18, "control": 12, "erosion": 45, "paper": 225, "smoke_local": 4, "demo": 18,
-                 "preservation": 150, "preservation_cpu": 36}
+                 "preservation": 150, "preservation_cpu": 54}
 REQUIRED = {"doc_count", "control", "erosion", "paper", "smoke_local", "preservation"}
 PRESETS = sorted(p.stem for p in SWEEPS_DIR.glob("*.yaml"))
 SEARCHPATH = f"hydra.searchpath=[file://{CONF_DIR}]"  # what `--config-dir sweeps` adds next to conf/
