@@ -7,7 +7,7 @@ import json
 import pytest
 from omegaconf import OmegaConf
 
-from midtrain.data.corpus import draw, load_corpus, read_jsonl
+from midtrain.data.corpus import count_duplicates, draw, drop_duplicates, load_corpus, load_pool, read_jsonl
 from tests.conftest import write_docs
 
 
@@ -89,3 +89,91 @@ def test_hub_dataset_requires_revision():
 def test_unknown_source():
     with pytest.raises(ValueError, match="corpus.source='s3'"):
         load_corpus(_corpus_cfg(None, 5, source="s3"))
+
+
+def _write_rows(path, rows, head=b""):
+    path.write_bytes(head + b"".join((r if isinstance(r, bytes) else json.dumps(r).encode()) + b"\n" for r in rows))
+    return path
+
+
+def test_documents_keep_their_id_type_and_prefix_and_blank_lines_are_skipped(tmp_path):
+    path = _write_rows(tmp_path / "d.jsonl", [
+        {"text": "alpha", "id": 7, "doc_type": "news", "doc_prefix": "<T> "},
+        b"   ",
+        {"text": "beta"},
+        {"text": "gamma", "doc_prefix": ""},
+        {"text": "delta", "doc_prefix": 5},
+    ], head=b"\xef\xbb\xbf")
+    assert load_pool(_corpus_cfg(path, 4)) == [
+        {"id": "7", "text": "alpha", "doc_type": "news", "doc_prefix": "<T> "},
+        {"id": "1", "text": "beta", "doc_type": None},
+        {"id": "2", "text": "gamma", "doc_type": None},
+        {"id": "3", "text": "delta", "doc_type": None},
+    ]
+
+
+def test_a_byte_order_mark_is_only_taken_off_the_first_line(tmp_path):
+    path = _write_rows(tmp_path / "d.jsonl", [{"text": "a"}, b"\xef\xbb\xbf" + json.dumps({"text": "b"}).encode()])
+    with pytest.raises(ValueError, match=r"d.jsonl:2: not valid JSON"):
+        read_jsonl(path)
+
+
+def test_a_blank_text_names_its_row(tmp_path):
+    path = _write_rows(tmp_path / "d.jsonl", [{"text": "fine"}, {"text": "  \n "}])
+    with pytest.raises(ValueError, match=r"row 2 has an empty 'text'"):
+        load_pool(_corpus_cfg(path, 1))
+
+
+def test_duplicates_are_dropped_before_drawing_and_counted(tmp_path):
+    rows = [{"text": "same"}, {"text": "other"}, {"text": "same"}, {"text": "third"}, {"text": "other"}]
+    path = _write_rows(tmp_path / "d.jsonl", rows)
+    pool = load_pool(_corpus_cfg(path, 5))
+    assert count_duplicates(pool) == 2
+    assert [d["id"] for d in drop_duplicates(pool)] == ["0", "1", "3"]
+    stats: dict = {}
+    docs = load_corpus(_corpus_cfg(path, 3, drop_duplicates=True), stats)
+    assert stats == {"duplicates_dropped": 2} and sorted(d["text"] for d in docs) == ["other", "same", "third"]
+    assert len(load_corpus(_corpus_cfg(path, 5, drop_duplicates=False), stats)) == 5 and stats == {"duplicates_dropped": 2}
+
+
+def test_a_saved_dataset_dict_is_read_by_split(tmp_path):
+    import datasets
+
+    dd = datasets.DatasetDict({
+        "train": datasets.Dataset.from_dict({"body": ["one", "two", "three"]}),
+        "test": datasets.Dataset.from_dict({"body": ["held out"]}),
+    })
+    dd.save_to_disk(str(tmp_path / "dd"))
+    cfg = _corpus_cfg(None, 1, source="hf", hf_id=str(tmp_path / "dd"), split="test", text_field="body")
+    assert [d["text"] for d in load_pool(cfg)] == ["held out"]
+    with pytest.raises(ValueError, match=r"no split 'validation' \(has \['test', 'train'\]\)"):
+        load_pool(_corpus_cfg(None, 1, source="hf", hf_id=str(tmp_path / "dd"), split="validation", text_field="body"))
+    with pytest.raises(ValueError, match=r"no column 'text' \(columns: \['body'\]\)"):
+        load_pool(_corpus_cfg(None, 1, source="hf", hf_id=str(tmp_path / "dd"), split="train"))
+
+
+@pytest.mark.parametrize("marker", ["dataset_info.json", "state.json", "dataset_dict.json", None])
+def test_a_local_folder_is_read_as_saved_only_when_it_holds_a_saved_datasets_file(tmp_path, monkeypatch, marker):
+    # Any one of the files `save_to_disk` writes marks a saved dataset; any other folder is
+    # handed to `load_dataset` (a folder of data files), with the split asked for.
+    import datasets
+
+    calls = []
+    one = datasets.Dataset.from_dict({"text": ["only"]})
+    monkeypatch.setattr(datasets, "load_from_disk", lambda path: calls.append(("saved", path)) or one)
+    monkeypatch.setattr(datasets, "load_dataset", lambda path, split: calls.append(("files", path, split)) or one)
+    (tmp_path / "ds").mkdir()
+    (tmp_path / "ds" / (marker or "train.jsonl")).write_text("{}")
+    docs = load_pool(_corpus_cfg(None, 1, source="hf", hf_id=str(tmp_path / "ds"), split="dev"))
+    assert [d["text"] for d in docs] == ["only"]
+    assert calls == ([("saved", str(tmp_path / "ds"))] if marker else [("files", str(tmp_path / "ds"), "dev")])
+
+
+def test_the_template_source_renders_its_pool_of_the_universe():
+    from midtrain.generation.template import template_documents
+
+    docs = load_pool(_corpus_cfg(None, 1, source="template", universe="animal_welfare", pool_size=6))
+    rendered = template_documents("animal_welfare", num_docs=6, seed=0)  # the pool never depends on corpus.seed
+    assert [(d["id"], d["text"], d["doc_type"]) for d in docs] == [(d["id"], d["text"], d["doc_type"]) for d in rendered]
+    with pytest.raises(ValueError, match="corpus.universe is required"):
+        load_pool(_corpus_cfg(None, 1, source="template"))
