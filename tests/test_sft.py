@@ -10,7 +10,7 @@ import torch
 from omegaconf import OmegaConf
 
 from midtrain.data.packing import IGNORE_INDEX
-from midtrain.data.sft import load_conversations, rows_to_conversations, sft_segment
+from midtrain.data.sft import alpaca_to_messages, load_conversations, load_instruct_rows, rows_to_conversations, sft_segment
 from midtrain.models.build import build_tokenizer
 from midtrain.train import train
 from tests.conftest import compose_cfg, smoke_overrides
@@ -145,3 +145,104 @@ def test_demo_instruction_set_is_current_and_sized():
     rows = read_jsonl("package:instruct/demo_alpaca.jsonl")
     assert 150 <= len(rows) <= 200
     rows_to_conversations(rows, "alpaca", "demo_alpaca.jsonl")
+
+
+def test_an_alpaca_row_is_one_user_turn_and_one_assistant_turn():
+    row = {"instruction": "  Add 2 and 3. ", "input": " Show the work. ", "output": " 5 "}
+    assert alpaca_to_messages(row) == [{"role": "user", "content": "Add 2 and 3.\n\nShow the work."},
+                                       {"role": "assistant", "content": " 5 "}]
+    for no_input in ({}, {"input": ""}, {"input": None}):
+        assert alpaca_to_messages({"instruction": "Add. ", "output": "5", **no_input})[0] == {"role": "user", "content": "Add."}
+
+
+def test_the_format_is_taken_from_the_first_row_and_messages_keep_only_role_and_content():
+    alpaca = [{"output": "five", "instruction": "Add."}, {"instruction": "Sub.", "output": "one", "input": None}]
+    assert rows_to_conversations(alpaca, "auto", "d") == [alpaca_to_messages(r) for r in alpaca]
+    assert rows_to_conversations([{"output": "five", "instruction": "Add."}], "alpaca", "d") == rows_to_conversations(alpaca[:1], "auto", "d")
+    chat = [{"messages": [{"role": "system", "content": "s", "name": "x"}, {"role": "user", "content": "q"},
+                          {"role": "assistant", "content": "a", "weight": 0}]}]
+    expected = [[{"role": "system", "content": "s"}, {"role": "user", "content": "q"}, {"role": "assistant", "content": "a"}]]
+    assert rows_to_conversations(chat, "auto", "d") == rows_to_conversations(chat, "messages", "d") == expected
+    with pytest.raises(ValueError, match=r"instruct.format='xml'"):
+        rows_to_conversations(alpaca, "xml", "d")
+
+
+@pytest.mark.parametrize("rows,fmt,pattern", [
+    ([{"instruction": "a", "output": "b"}, {"instruction": 3, "output": "b"}], "alpaca", r"d: row 2 is missing the Alpaca field 'instruction'"),
+    ([{"instruction": "a", "output": "b", "input": 4}], "alpaca", r"d: row 1: field 'input' must be a string"),
+    ([{"messages": []}], "messages", r"row 1 is missing the field 'messages'"),
+    ([{"messages": "hi"}], "messages", r"row 1 is missing the field 'messages'"),
+    ([{"messages": [{"role": "assistant", "content": "a"}]}, {"messages": [{"role": "tool", "content": "t"}]}], "auto",
+     r"d: row 2, message 0: expected"),
+    ([{"messages": [{"role": "user", "content": "q"}, {"role": "assistant", "content": None}]}], "auto", r"row 1, message 1: expected"),
+    ([{"messages": [{"role": "user", "content": "q"}, "assistant: a"]}], "auto", r"row 1, message 1: expected"),
+    ([{"messages": [{"role": "assistant", "content": "a"}]}, {"messages": [{"role": "user", "content": "q"}]}], "auto",
+     r"d: row 2 has no assistant message"),
+])
+def test_bad_instruction_rows_name_the_row_and_the_message(rows, fmt, pattern):
+    with pytest.raises(ValueError, match=pattern):
+        rows_to_conversations(rows, fmt, "d")
+
+
+def test_instruction_sources_need_their_setting_and_name_their_origin(tmp_path, alpaca_jsonl):
+    base = {"source": "jsonl", "path": None, "hf_id": None, "revision": None, "split": "train", "samples": 2, "seed": 0}
+    rows, origin = load_instruct_rows(OmegaConf.create({**base, "path": str(alpaca_jsonl)}))
+    assert rows == QA and origin == str(alpaca_jsonl)
+    with pytest.raises(FileNotFoundError, match="instruction data file not found"):
+        load_instruct_rows(OmegaConf.create({**base, "path": str(tmp_path / "none.jsonl")}))
+    for cfg, pattern in [({}, "instruct.path is required"), ({"source": "hf"}, "instruct.hf_id is required"),
+                         ({"source": "template"}, "universe is required"), ({"source": "s3"}, "instruct.source='s3'")]:
+        with pytest.raises(ValueError, match=pattern):
+            load_instruct_rows(OmegaConf.create({**base, **cfg}))
+    from midtrain.generation.template import template_qa
+
+    rows, origin = load_instruct_rows(OmegaConf.create({**base, "source": "template", "universe": "animal_welfare", "pool_size": 5}))
+    assert rows == template_qa("animal_welfare", num_pairs=5, seed=0) and origin == "template-qa:animal_welfare"
+    # No `format` key: detected from the rows.
+    convs = load_conversations(OmegaConf.create({**base, "path": str(alpaca_jsonl)}))
+    assert len(convs) == 2 and all([m["role"] for m in c] == ["user", "assistant"] for c in convs)
+
+
+def _learned_spans(tok, seg):
+    spans, cur = [], []
+    for t, label in zip(seg.input_ids + [None], seg.labels + [IGNORE_INDEX]):
+        if label != IGNORE_INDEX:
+            assert label == t
+            cur.append(t)
+        elif cur:
+            spans.append(tok.decode(cur))
+            cur = []
+    return spans
+
+
+MSGS = [{"role": "system", "content": "Be terse."}, {"role": "user", "content": "Hi?"},
+        {"role": "assistant", "content": "Hello."}, {"role": "user", "content": "Again?"},
+        {"role": "assistant", "content": "Bye."}]
+
+
+def test_exactly_the_assistant_turns_and_their_end_of_turn_are_learned():
+    tok = build_tokenizer(compose_cfg("train").model)
+    seg = sft_segment(tok, MSGS)
+    assert tok.decode(seg.input_ids) == ("<|bos|>Be terse.\n\n### User:\nHi?\n\n### Assistant:\nHello.<|eos|>\n\n"
+                                         "### User:\nAgain?\n\n### Assistant:\nBye.<|eos|>\n\n")
+    assert _learned_spans(tok, seg) == ["Hello.<|eos|>\n\n", "Bye.<|eos|>\n\n"]
+    assert len(seg.labels) == len(seg.input_ids)
+
+
+def test_bos_is_added_once_and_only_when_the_tokenizer_has_one():
+    tok = build_tokenizer(compose_cfg("train").model)
+    plain = sft_segment(tok, MSGS)
+    tok.chat_template = "{{ bos_token }}" + tok.chat_template  # a template that writes BOS itself
+    own = sft_segment(tok, MSGS)
+    assert own.input_ids == plain.input_ids and own.labels == plain.labels
+    tok = build_tokenizer(compose_cfg("train").model)
+    tok.bos_token = None
+    none = sft_segment(tok, MSGS)
+    assert none.input_ids == plain.input_ids[1:] and none.labels == plain.labels[1:]
+
+
+def test_a_template_that_does_not_render_turns_as_prefixes_is_refused():
+    tok = build_tokenizer(compose_cfg("train").model)
+    tok.chat_template = "{{ messages | length }}:{% for m in messages %}{{ m['content'] }} {% endfor %}"
+    with pytest.raises(ValueError, match="instruction sample 4: the chat template does not render turns as a prefix"):
+        sft_segment(tok, MSGS, 4)
