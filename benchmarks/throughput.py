@@ -5,8 +5,10 @@ documents on the same device, and count only real (non-padding) tokens:
 
 - project: documents packed into rows of `seq_len` by `midtrain.data.packing` (no attention
   across documents: position_ids restart per document), the project's `CausalLMModule`
-  (its AdamW and schedule) under a real `pytorch_lightning.Trainer.fit`, timed by the
-  project's `ThroughputMonitor` callback;
+  (its AdamW and schedule) under a real `pytorch_lightning.Trainer.fit`; model, Trainer and
+  callbacks come from `midtrain.lightning.trainer`, the factory `midtrain-train` builds
+  through, for the `conf/train.yaml` config of this setup (`project_config`), and the
+  project's `RealTokenThroughput` callback times it;
 - baseline: `transformers.Trainer` on whole documents, padded to the longest in each batch,
   sdpa attention.
 
@@ -34,9 +36,12 @@ import time
 import warnings
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import torch
+
+if TYPE_CHECKING:
+    from omegaconf import DictConfig
 
 RESULTS_DIR = Path(__file__).resolve().parent / "results"
 
@@ -91,7 +96,7 @@ PRESETS: dict[str, dict[str, Any]] = {
 
 
 class _Vocab:
-    """What `build_model` reads from a tokenizer: the vocabulary size and special ids."""
+    """What the model builder reads from a tokenizer: the vocabulary size and special ids."""
 
     bos_token_id, eos_token_id, pad_token_id = 0, 1, 2
 
@@ -129,22 +134,43 @@ def _peak_mem_gb(device: str) -> float | None:
     return round(torch.cuda.max_memory_allocated() / 2**30, 2) if device == "cuda" else None
 
 
+def project_config(setup: Setup, steps: int | None = None, attn: str | None = None, compile: bool | None = None,
+                   overrides: list[str] | None = None) -> DictConfig:
+    """The `midtrain-train` config of the project row: `conf/train.yaml` with this setup's model,
+    rows (one micro-batch of `batch_rows` x `seq_len` per optimizer step), precision, compile,
+    `trainer.max_steps=steps` and no logger; `overrides` go last (Hydra override strings)."""
+    from omegaconf import OmegaConf, open_dict
+
+    from midtrain.pipeline import compose_preset
+
+    compile = setup.compile if compile is None else compile
+    cfg = compose_preset("train", [
+        f"seed={setup.seed}",
+        "model.name=bench",
+        "model.dtype=float32",
+        f"model.attn_implementation={attn or setup.attn}",
+        f"data.seq_len={setup.seq_len}",
+        f"data.batch_size={setup.batch_rows}",
+        f"data.tokens_per_step={setup.batch_rows * setup.seq_len}",
+        f"trainer.accelerator={'gpu' if setup.device == 'cuda' else 'cpu'}",
+        "trainer.devices=1",
+        f"trainer.precision={setup.precision}",
+        f"trainer.compile={str(compile).lower()}",
+        "trainer.enable_progress_bar=false",
+        f"trainer.max_steps={steps if steps is not None else 'null'}",
+        "logger.kind=none",
+        *(overrides or []),
+    ])
+    with open_dict(cfg):
+        cfg.model.config = OmegaConf.create(dict(setup.model))
+    return cfg
+
+
 def build(setup: Setup, attn: str, compile: bool) -> torch.nn.Module:
-    """The model through the project's builder, seeded so every call gives the same weights."""
-    from omegaconf import OmegaConf
+    """The initial model through the project's builder, seeded so every call gives the same weights."""
+    from midtrain.lightning.trainer import initial_model
 
-    from midtrain.models.build import build_model, decoder_layers
-
-    model_cfg = OmegaConf.create(
-        dict(name="bench", source="config", name_or_path=None, revision=None, gguf_file=None, tokenizer=None,
-             dtype="float32", attn_implementation=attn, config=setup.model, lora=None)
-    )
-    torch.manual_seed(setup.seed)
-    model = build_model(model_cfg, _Vocab(setup.vocab_size), device_type=setup.device, compile=compile)
-    if compile:  # as midtrain.train does for trainer.compile=true
-        for block in decoder_layers(model):
-            block.compile()
-    return model
+    return initial_model(project_config(setup, attn=attn, compile=compile), _Vocab(setup.vocab_size), setup.device)
 
 
 def weights_checksum(model: torch.nn.Module) -> float:
@@ -160,23 +186,33 @@ def flops_per_token(setup: Setup, model: torch.nn.Module, docs: list[list[int]])
     return fpt(count_parameters(model), setup.model["num_hidden_layers"], setup.model["hidden_size"], mean_len)
 
 
-def run_project(setup: Setup, docs: list[list[int]], fpt: float) -> dict:
-    """The project's path: packed rows, CausalLMModule, Lightning fit, ThroughputMonitor."""
+@dataclass
+class ProjectRow:
+    """The project row built and ready to fit."""
+
+    trainer: Any                # pytorch_lightning.Trainer from midtrain.lightning.trainer.build_trainer
+    module: Any                 # CausalLMModule
+    loader: Any                 # the datamodule's micro-batches of the packed rows
+    steps: int
+    attn: str                   # the attention kernel `auto` resolved to
+    real_token_share: float     # of the packed rows' slots
+    init_checksum: float
+
+
+def project_row(setup: Setup, docs: list[list[int]], extra_callbacks: list | None = None) -> ProjectRow:
+    """The project's path for `project_config(setup, steps)`: packed rows, the model as
+    `midtrain-train` lays it out, CausalLMModule, and the Trainer with its callbacks from the same
+    factory (no run directory, so no checkpoints; the throughput window skips `warmup_steps`)."""
     import numpy as np
-    import pytorch_lightning as pl
-    from omegaconf import OmegaConf
     from torch.utils.data import DataLoader
 
     # the datamodule's own micro-batch view of packed rows: the batches midtrain-train feeds
-    from midtrain.data.datamodule import _MicroBatches
+    from midtrain.data.datamodule import Schedule, _MicroBatches
     from midtrain.data.packing import lm_segment, pack_segments
-    from midtrain.lightning.callbacks import ThroughputMonitor
     from midtrain.lightning.module import CausalLMModule
-    from midtrain.models.attention import resolve_attn_implementation
-    from midtrain.paths import CONF_DIR
+    from midtrain.lightning.parallelize import device_type
+    from midtrain.lightning.trainer import build_trainer, callbacks, training_model
 
-    _free(setup.device)
-    attn = resolve_attn_implementation(setup.attn, setup.device, setup.compile)
     # lm_segment(body) re-adds BOS/EOS and masks BOS: the same tokens the baseline sees
     segs = [lm_segment(d[1:-1], _Vocab.bos_token_id, _Vocab.eos_token_id) for d in docs]
     rows = pack_segments(segs, setup.seq_len, _Vocab.pad_token_id)
@@ -186,11 +222,27 @@ def run_project(setup: Setup, docs: list[list[int]], fpt: float) -> dict:
     if steps <= setup.warmup_steps:
         raise ValueError(f"{setup.num_docs} documents give {steps} project steps, not more than "
                          f"warmup_steps={setup.warmup_steps}; raise --num-docs")
-    model = build(setup, setup.attn, setup.compile)
+    cfg = project_config(setup, steps)
+    dev = device_type(cfg.trainer)
+    model = training_model(cfg, _Vocab(setup.vocab_size), dev)
     checksum = weights_checksum(model)
-    optim = OmegaConf.load(CONF_DIR / "optim" / "adamw.yaml")
-    module = CausalLMModule(model, optim, total_steps=steps)
-    monitor = ThroughputMonitor(warmup_steps=setup.warmup_steps, flops_per_token=fpt)
+    module = CausalLMModule(model, cfg.optim, total_steps=steps)
+    schedule = Schedule(micro_batches=steps, accumulate=1, steps=steps)  # data.tokens_per_step: one micro-batch
+    cbs = callbacks(cfg, model, schedule, mean_context=sum(map(len, docs)) / len(docs),
+                    throughput_warmup=setup.warmup_steps)
+    trainer = build_trainer(cfg, dev, model, schedule, cbs + list(extra_callbacks or []))
+    return ProjectRow(trainer=trainer, module=module, loader=DataLoader(batches, batch_size=None, shuffle=False),
+                      steps=steps, attn=model.config._attn_implementation,
+                      real_token_share=round(rows.stats.efficiency, 4), init_checksum=checksum)
+
+
+def run_project(setup: Setup, docs: list[list[int]]) -> dict:
+    """Fit the project row (`project_row`) and read its RealTokenThroughput window."""
+    import pytorch_lightning as pl
+
+    from midtrain.lightning.callbacks import RealTokenThroughput
+
+    _free(setup.device)
     step_rates: list[float] = []
 
     class StepClock(pl.Callback):
@@ -203,39 +255,24 @@ def run_project(setup: Setup, docs: list[list[int]], fpt: float) -> dict:
             if setup.device == "cpu" and trainer.global_step > setup.warmup_steps:
                 step_rates.append(self.n / (time.perf_counter() - self.t))
 
-    trainer = pl.Trainer(
-        accelerator="gpu" if setup.device == "cuda" else "cpu",
-        devices=1,
-        precision=setup.precision,
-        max_steps=steps,
-        max_epochs=1,
-        gradient_clip_val=optim.max_grad_norm,
-        logger=False,
-        enable_checkpointing=False,
-        enable_progress_bar=False,
-        enable_model_summary=False,
-        num_sanity_val_steps=0,
-        limit_val_batches=0,
-        use_distributed_sampler=False,
-        callbacks=[monitor, StepClock()],
-    )
-    trainer.fit(module, train_dataloaders=DataLoader(batches, batch_size=None, shuffle=False))
-    res = monitor.result
+    row = project_row(setup, docs, [StepClock()])
+    row.trainer.fit(row.module, train_dataloaders=row.loader)
+    res = next(c for c in row.trainer.callbacks if isinstance(c, RealTokenThroughput)).result
     out = {
-        "name": f"project: Lightning, packed {setup.batch_rows}x{setup.seq_len}, {attn}"
+        "name": f"project: Lightning, packed {setup.batch_rows}x{setup.seq_len}, {row.attn}"
                 + (", compiled blocks" if setup.compile else ""),
         "tokens_per_s": res["tokens_per_s"],
         "mfu": res.get("mfu"),
         "peak_mem_gb": _peak_mem_gb(setup.device),
-        "measured_steps": steps - setup.warmup_steps,
+        "measured_steps": row.steps - setup.warmup_steps,
         "measured_tokens": res["measured_tokens"],
         "seconds": res["seconds"],
         "step_tokens_per_s": step_rates,
-        "real_token_share": round(rows.stats.efficiency, 4),
-        "final_loss": round(float(module.last_loss), 4),
-        "init_checksum": checksum,
+        "real_token_share": row.real_token_share,
+        "final_loss": round(float(row.module.last_loss), 4),
+        "init_checksum": row.init_checksum,
     }
-    del trainer, module, model
+    del row
     return out
 
 
@@ -260,10 +297,7 @@ class _PadToLongest:
 
 def run_hf_trainer(setup: Setup, docs: list[list[int]], fpt: float) -> dict:
     """The baseline: transformers.Trainer, whole documents padded to the longest, sdpa."""
-    from omegaconf import OmegaConf
     from transformers import Trainer, TrainerCallback, TrainingArguments
-
-    from midtrain.paths import CONF_DIR
 
     _free(setup.device)
     steps = len(docs) // setup.batch_docs
@@ -272,7 +306,7 @@ def run_hf_trainer(setup: Setup, docs: list[list[int]], fpt: float) -> dict:
                          f"warmup_steps={setup.warmup_steps}; raise --num-docs")
     model = build(setup, "sdpa", compile=False)
     checksum = weights_checksum(model)
-    optim = OmegaConf.load(CONF_DIR / "optim" / "adamw.yaml")
+    optim = project_config(setup).optim  # the project row's optimizer settings
     collator = _PadToLongest(_Vocab.pad_token_id)
     clock: dict[str, float] = {}
     step_seconds: list[float] = []
@@ -398,7 +432,7 @@ def benchmark(setup: Setup) -> dict:
     del probe
     project_runs, hf_runs = [], []
     for _ in range(setup.repeats):
-        project_runs.append(run_project(setup, docs, fpt))
+        project_runs.append(run_project(setup, docs))
         hf_runs.append(run_hf_trainer(setup, docs, fpt))
     project, hf = _median_row(project_runs), _median_row(hf_runs)
     # paired ratios of back-to-back runs cancel slow drifts in machine load

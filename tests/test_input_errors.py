@@ -66,13 +66,13 @@ def test_a_utf8_byte_order_mark_is_accepted(tmp_path):
 
 
 def test_a_truncated_export_is_named_before_loading(tmp_path):
-    from midtrain.models.build import build_model, build_tokenizer, export_hf, finished_stage_hf
+    from midtrain.models.build import build_causal_lm, build_tokenizer, export_hf, finished_stage_hf
 
     cfg = compose_cfg("train", smoke_overrides(tmp_path))
     tok = build_tokenizer(cfg.model)
     stage = tmp_path / "stage"
     stage.mkdir()
-    export_hf(build_model(cfg.model, tok), tok, stage / "hf")
+    export_hf(build_causal_lm(cfg.model, tok), tok, stage / "hf")
     (stage / "DONE").write_text("done\n")
     weights = stage / "hf" / "model.safetensors"
     with open(weights, "r+b") as f:

@@ -16,7 +16,7 @@ from safetensors.torch import load_file
 from midtrain.data.corpus import load_corpus
 from midtrain.data.datamodule import PackedDataModule
 from midtrain.data.packing import IGNORE_INDEX, lm_segment
-from midtrain.models.build import build_model, build_tokenizer
+from midtrain.models.build import build_causal_lm, build_tokenizer
 from midtrain.preserve import STRATEGIES, build_strategy
 from midtrain.preserve.replay import interleave
 from midtrain.tracking import RunDir
@@ -194,7 +194,7 @@ def test_kl_loss_is_sft_loss_plus_beta_times_an_independent_kl(tmp_path, docs_js
     strategy = build_strategy(cfg.preserve)
     strategy.check(cfg)
     pl.seed_everything(0)
-    model = strategy.prepare_model(build_model(cfg.model, tok), cfg)
+    model = strategy.prepare_model(build_causal_lm(cfg.model, tok), cfg)
     with torch.no_grad():  # move the trained model away from its frozen reference
         for p in model.parameters():
             p.add_(0.05 * torch.randn_like(p))

@@ -121,14 +121,14 @@ def test_two_ranks_match_one_process_with_the_same_global_batch(runs):
 def _initial_weights() -> dict[str, torch.Tensor]:
     import pytorch_lightning as pl
 
-    from midtrain.models.build import build_model, build_tokenizer
+    from midtrain.models.build import build_causal_lm, build_tokenizer
 
     from .conftest import compose_cfg
 
     cfg = compose_cfg("train", ["debug=smoke", "seed=0"])
     tokenizer = build_tokenizer(cfg.model)
     pl.seed_everything(0, verbose=False)
-    model = build_model(cfg.model, tokenizer, None, "cpu")
+    model = build_causal_lm(cfg.model, tokenizer, None, "cpu")
     return {k: v.detach().clone() for k, v in model.state_dict().items()}
 
 

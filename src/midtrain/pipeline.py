@@ -218,7 +218,8 @@ def _invalidate(cfg: DictConfig, run: RunDir, p: Plan, redo: str | None) -> bool
 
 def export_base(cfg: DictConfig, run: RunDir, h: str | None = None) -> RunDir:
     """`<run_dir>/base/hf`: the model before any training (what `final` is when nothing trains)."""
-    from midtrain.models.build import build_model, build_tokenizer, check_model_cfg, export_hf, remove_export_orphans
+    from midtrain.lightning.trainer import initial_model, stage_tokenizer
+    from midtrain.models.build import check_model_cfg, export_hf, remove_export_orphans
     from midtrain.train import identity
 
     base = RunDir(run.path / "base")
@@ -228,14 +229,9 @@ def export_base(cfg: DictConfig, run: RunDir, h: str | None = None) -> RunDir:
         return base
     remove_export_orphans(base.path)
     base.clear_outputs()
-    import pytorch_lightning as pl
-
-    check_model_cfg(cfg.model)
-    from midtrain.train import _cache_dir
-
-    tokenizer = build_tokenizer(cfg.model, cache_dir=_cache_dir(cfg))
-    pl.seed_everything(int(cfg.seed), verbose=False)
-    model = build_model(cfg.model, tokenizer, cache_dir=_cache_dir(cfg))
+    check_model_cfg(c.model)
+    tokenizer = stage_tokenizer(c)
+    model = initial_model(c, tokenizer)  # the init the first stage trains from, at the same seed
     base.path.mkdir(parents=True, exist_ok=True)
     record_attempt(base.path, "export")
     export_hf(model, tokenizer, base.hf)

@@ -15,11 +15,10 @@ import shutil
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-import hydra
 from omegaconf import DictConfig, OmegaConf
 
+from midtrain.entry import hydra_entry
 from midtrain.launch import check_devices, release_ranks, wait_for_rank_zero
-from midtrain.paths import CONF_DIR
 from midtrain.tracking import RunDir, redact_config
 from midtrain.tracking.identity import stage_hash
 from midtrain.tracking.provenance import portable_config, portable_path, record_attempt, stage_provenance
@@ -99,38 +98,6 @@ def identity(cfg: DictConfig) -> dict:
     return out
 
 
-def _cache_dir(cfg: DictConfig) -> str | None:
-    """`paths.cache_dir`: where model conversions are cached (GGUF checkpoints)."""
-    paths = cfg.get("paths") or {}
-    return str(paths.get("cache_dir")) if paths.get("cache_dir") else None
-
-
-def device_type(cfg: DictConfig) -> str:
-    import torch
-
-    acc = str(cfg.trainer.accelerator)
-    if acc in ("auto", "gpu", "cuda") and torch.cuda.is_available():
-        return "cuda"
-    if acc in ("gpu", "cuda"):
-        raise RuntimeError(f"trainer.accelerator={acc} but no CUDA device is visible")
-    return "cpu"
-
-
-def _precision(cfg: DictConfig, dev: str) -> str:
-    p = str(cfg.trainer.precision)
-    if p == "auto":
-        return "bf16-mixed" if dev == "cuda" else "32-true"
-    return p
-
-
-def _world_size(cfg: DictConfig, dev: str) -> int:
-    import torch
-
-    devices = cfg.trainer.devices
-    n = torch.cuda.device_count() if devices in ("auto", -1) and dev == "cuda" else devices
-    return int(n if isinstance(n, int) else 1) * int(cfg.trainer.num_nodes)
-
-
 def _flatten(d: Any, prefix: str = "") -> dict:
     if isinstance(d, dict):
         out = {}
@@ -185,34 +152,6 @@ def resume_path(cfg: DictConfig, run: RunDir) -> Path | None:
     return path
 
 
-def _loggers(cfg: DictConfig, run: RunDir) -> list:
-    from pytorch_lightning.loggers import CSVLogger
-
-    kind = cfg.logger.kind
-    # logs/<stage>/ for the first attempt, logs/<stage>.1/ after a resume, ...: a resumed run
-    # keeps the earlier attempts' metrics instead of overwriting them.
-    version, k = str(cfg.stage), 0
-    while (run.path / "logs" / version / "metrics.csv").exists():
-        k += 1
-        version = f"{cfg.stage}.{k}"
-
-    def csv() -> CSVLogger:
-        return CSVLogger(save_dir=str(run.path), name="logs", version=version)
-
-    if kind == "csv":
-        return [csv()]
-    if kind == "wandb":
-        from midtrain.tracking.wandb import build_wandb_logger
-
-        loggers = [build_wandb_logger(cfg, run.path, cfg.stage)]
-        if cfg.logger.get("also_csv", True):
-            loggers.append(csv())
-        return loggers
-    if kind in ("none", None):
-        return []
-    raise ValueError(f"logger.kind={kind!r}: expected csv, wandb or none")
-
-
 def _finish_wandb(trainer: "pl.Trainer", metrics: dict) -> None:
     """Write the stage's metrics into its W&B summary and close the run, so the next stage
     of a pipeline (same process) opens its own run instead of reusing this one."""
@@ -221,101 +160,6 @@ def _finish_wandb(trainer: "pl.Trainer", metrics: dict) -> None:
     for lg in trainer.loggers:
         if isinstance(lg, TrainingWandbLogger):
             lg.finish(summary=metrics)  # reopens the run first if its service was lost
-
-
-def _strategy(cfg: DictConfig, model: "torch.nn.Module"):
-    from midtrain.models.build import decoder_layers
-
-    name = str(cfg.trainer.strategy)
-    if name != "fsdp":
-        return name
-    from pytorch_lightning.strategies import FSDPStrategy
-
-    block = {type(b) for b in decoder_layers(model)}
-    return FSDPStrategy(
-        auto_wrap_policy=block,  # one FSDP unit per decoder block
-        activation_checkpointing_policy=block if cfg.trainer.activation_checkpointing else None,
-        sharding_strategy="FULL_SHARD",
-        state_dict_type="sharded",
-        limit_all_gathers=True,
-    )
-
-
-def _plugins() -> list:
-    from midtrain.lightning.checkpoint_io import AtomicCheckpointIO
-
-    plugins: list = [AtomicCheckpointIO()]  # temp name beside the target, fsync, rename
-    if "SLURM_JOB_ID" in os.environ:
-        from lightning_fabric.plugins.environments import SLURMEnvironment
-
-        # submitit owns requeueing; Lightning's own SLURM auto-requeue stays off.
-        plugins.append(SLURMEnvironment(auto_requeue=False))
-    return plugins
-
-
-def _callbacks(cfg: DictConfig, run: RunDir, model: "torch.nn.Module", dm: "PackedDataModule", tokenizer: Any,
-               attempt: int | None = None) -> list:
-    from pytorch_lightning.callbacks import ModelCheckpoint, TQDMProgressBar
-
-    from midtrain.lightning.callbacks import ThroughputMonitor, flops_per_token
-    from midtrain.models.build import count_parameters
-
-    # At most every log_every_n_steps, but often enough that a short run's bar moves too.
-    refresh = max(1, min(int(cfg.trainer.log_every_n_steps), dm.schedule.micro_batches // 20))
-    callbacks: list = [
-        ModelCheckpoint(
-            dirpath=str(run.checkpoints),
-            filename="step{step:07d}",
-            auto_insert_metric_name=False,
-            every_n_train_steps=int(cfg.trainer.checkpoint_every_n_steps),
-            save_last=True,
-            save_top_k=1,
-        )
-    ]
-    if cfg.trainer.enable_progress_bar:
-        # The bar reads metrics from the device only every `refresh` batches (no per-step sync).
-        callbacks.append(TQDMProgressBar(refresh_rate=refresh))
-    mc = model.config
-    mean_ctx = dm.info["real_tokens"] / max(1, dm.info["pieces"])
-    fpt = flops_per_token(count_parameters(model), mc.num_hidden_layers, mc.hidden_size, mean_ctx)
-    callbacks.append(ThroughputMonitor(warmup_steps=min(2, dm.schedule.steps - 1), flops_per_token=fpt,
-                                       log_every_n_steps=int(cfg.trainer.log_every_n_steps), attempt=attempt))
-    probe_every = cfg.trainer.get("probe_every_n_steps")
-    if probe_every:
-        from midtrain.lightning.probe_callback import ProbeCallback
-
-        ends = bool(cfg.trainer.get("probe_at_ends", True))
-        callbacks.append(ProbeCallback(every_n_steps=int(probe_every), tokenizer=tokenizer, at_start=ends, at_end=ends))
-    if cfg.data.get("audit"):
-        from midtrain.lightning.data_audit import DataAudit
-
-        callbacks.append(DataAudit(run.path / "logs", dm.rows.row_segments))
-    try:
-        from midtrain.lightning.preemption import PreemptionCheckpoint
-    except ImportError:
-        pass
-    else:
-        callbacks.append(PreemptionCheckpoint(run.last_checkpoint))
-    return callbacks
-
-
-def _prepare_model(cfg: DictConfig, tokenizer: Any, dev: str, preserve: "Strategy") -> "torch.nn.Module":
-    import pytorch_lightning as pl
-
-    from midtrain.models.build import apply_liger_kernels, build_model, decoder_layers
-
-    pl.seed_everything(int(cfg.seed), workers=True, verbose=False)
-    model = build_model(cfg.model, tokenizer, cfg.get("init_from"), dev, compile=bool(cfg.trainer.compile),
-                        cache_dir=_cache_dir(cfg))
-    model = preserve.prepare_model(model, cfg)  # e.g. LoRA adapters, a frozen reference copy
-    if cfg.trainer.get("liger_kernels"):
-        apply_liger_kernels(model)
-    if cfg.trainer.activation_checkpointing and str(cfg.trainer.strategy) != "fsdp":
-        model.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
-    if cfg.trainer.compile:
-        for block in decoder_layers(model):
-            block.compile()
-    return model
 
 
 def _full_state_dict(trainer: "pl.Trainer", model: "torch.nn.Module") -> dict | None:
@@ -388,7 +232,9 @@ def prepare_inputs(cfg: DictConfig) -> tuple:
     the model config, the preservation strategy, the tokenizer, the data (read, tokenized,
     packed, scheduled). Returns (device type, tokenizer, datamodule, strategy)."""
     from midtrain.data.datamodule import PackedDataModule
-    from midtrain.models.build import build_tokenizer, check_model_cfg
+    from midtrain.lightning.parallelize import device_type, world_size
+    from midtrain.lightning.trainer import stage_tokenizer
+    from midtrain.models.build import check_model_cfg
     from midtrain.preserve import build_strategy
 
     check_model_cfg(cfg.model)
@@ -399,67 +245,80 @@ def prepare_inputs(cfg: DictConfig) -> tuple:
         raise ValueError("objective=sft needs instruct.samples > 0")
     if cfg.objective == "lm" and int(cfg.corpus.num_docs) <= 0:
         raise ValueError("objective=lm needs corpus.num_docs > 0 (0 documents means: skip midtraining)")
-    dev = device_type(cfg)
-    tokenizer = build_tokenizer(cfg.model, cfg.get("init_from"), cache_dir=_cache_dir(cfg))
-    dm = PackedDataModule(cfg, tokenizer, world_size=_world_size(cfg, dev), preserve=preserve).prepare()
+    dev = device_type(cfg.trainer)
+    tokenizer = stage_tokenizer(cfg)
+    dm = PackedDataModule(cfg, tokenizer, world_size=world_size(cfg.trainer, dev), preserve=preserve).prepare()
     return dev, tokenizer, dm, preserve
 
 
 def _train(cfg: DictConfig, run: RunDir, h: str, callbacks: list | None, prepared: tuple) -> dict:
-    import pytorch_lightning as pl
-
-    from midtrain.lightning.callbacks import ThroughputMonitor
+    """The stage itself, step by step; every rank runs it, rank 0 alone writes."""
     from midtrain.lightning.module import CausalLMModule
-    from midtrain.lightning.probe_callback import ProbeCallback
-    from midtrain.models.build import count_parameters, export_hf, remove_export_orphans
+    from midtrain.lightning.trainer import training_model
 
     dev, tokenizer, dm, preserve = prepared
+    ckpt = _setup_resume(cfg, run)
+    log.info("data: %s", dm.info)
+    model = training_model(cfg, tokenizer, dev, preserve)
+    module = CausalLMModule(model, cfg.optim, total_steps=dm.schedule.steps, preserve=preserve)
+    saved_cfg, attempt = _setup_run_dir(cfg, run, ckpt)
+    trainer = _setup_trainer(cfg, run, dev, model, dm, tokenizer, attempt, callbacks)
+    trainer.fit(module, datamodule=dm, ckpt_path=str(ckpt) if ckpt else None)
+    state_dict = _full_state_dict(trainer, module.model)  # a collective: every rank calls it
+    metrics = _stage_metrics(cfg, run, h, trainer, module, dm, preserve, saved_cfg)
+    if trainer.is_global_zero:
+        _write_outputs(cfg, run, h, trainer, module, tokenizer, state_dict, metrics)
+    trainer.strategy.barrier()
+    return metrics
+
+
+def _setup_resume(cfg: DictConfig, run: RunDir) -> Path | None:
+    """The checkpoint this attempt resumes from (checked against the config that wrote it), or None."""
+    from midtrain.models.build import remove_export_orphans
+
     if _rank() == 0:
         remove_export_orphans(run.path)  # temp folders of an export a kill interrupted
     ckpt = resume_path(cfg, run)
     if ckpt is not None:
         _check_resume_config(cfg, run)
         log.info("resuming from %s", ckpt)
-    log.info("data: %s", dm.info)
+    return ckpt
 
-    model = _prepare_model(cfg, tokenizer, dev, preserve)
-    module = CausalLMModule(model, cfg.optim, total_steps=dm.schedule.steps, preserve=preserve)
-    saved_cfg = portable_config(cfg, run.path)  # paths inside the runs root relative to the run
+
+def _setup_run_dir(cfg: DictConfig, run: RunDir, ckpt: Path | None) -> tuple[DictConfig, int | None]:
+    """Rank 0 writes the run's config.yaml and records this attempt (before the loggers: the W&B
+    config carries it). Returns the saved config (paths inside the runs root relative to the run)
+    and the attempt number (None on other ranks)."""
+    saved_cfg = portable_config(cfg, run.path)
     attempt = None
-    if _rank() == 0:  # one writer; before the loggers: the W&B config carries this attempt
+    if _rank() == 0:  # one writer
         run.path.mkdir(parents=True, exist_ok=True)
         run.save_config(saved_cfg)
         attempt = record_attempt(run.path, "train", resumed_from=portable_path(ckpt, run.path))["attempt"]
+    return saved_cfg, attempt
 
-    cbs = _callbacks(cfg, run, model, dm, tokenizer, attempt) + list(callbacks or [])
-    max_steps = dm.schedule.steps  # trainer.max_steps, when set, is already the schedule's length
-    trainer = pl.Trainer(
-        accelerator="gpu" if dev == "cuda" else "cpu",
-        devices=cfg.trainer.devices,
-        num_nodes=int(cfg.trainer.num_nodes),
-        strategy=_strategy(cfg, model),
-        precision=_precision(cfg, dev),
-        max_steps=max_steps,
-        max_epochs=1,  # the datamodule lays all data epochs out as one pass
-        accumulate_grad_batches=dm.schedule.accumulate,
-        gradient_clip_val=cfg.optim.max_grad_norm,
-        log_every_n_steps=int(cfg.trainer.log_every_n_steps),
-        logger=_loggers(cfg, run),
-        callbacks=cbs,
-        plugins=_plugins(),
-        enable_progress_bar=bool(cfg.trainer.enable_progress_bar),
-        enable_model_summary=False,
-        num_sanity_val_steps=0,
-        limit_val_batches=0,
-        use_distributed_sampler=False,  # the datamodule shards micro-batches by rank itself
-        deterministic=bool(cfg.trainer.deterministic),
-        default_root_dir=str(run.path),
-    )
-    trainer.fit(module, datamodule=dm, ckpt_path=str(ckpt) if ckpt else None)
 
-    state_dict = _full_state_dict(trainer, module.model)
-    throughput = next((c.result for c in cbs if isinstance(c, ThroughputMonitor)), {})
-    probe = next((c for c in cbs if isinstance(c, ProbeCallback)), None)
+def _setup_trainer(cfg: DictConfig, run: RunDir, dev: str, model: "torch.nn.Module", dm: "PackedDataModule",
+                   tokenizer: Any, attempt: int | None, extra: list | None) -> "pl.Trainer":
+    """The Trainer from the one factory, with this run's callbacks (then the caller's) and loggers."""
+    from midtrain.lightning.trainer import build_trainer, callbacks, loggers
+
+    cbs = callbacks(cfg, model, dm.schedule, dm.info["real_tokens"] / max(1, dm.info["pieces"]), run=run,
+                    tokenizer=tokenizer, row_segments=dm.rows.row_segments, attempt=attempt)
+    return build_trainer(cfg, dev, model, dm.schedule, cbs + list(extra or []), loggers=loggers(cfg, run),
+                         root_dir=run.path)
+
+
+def _stage_metrics(cfg: DictConfig, run: RunDir, h: str, trainer: "pl.Trainer", module: Any,
+                   dm: "PackedDataModule", preserve: "Strategy", saved_cfg: DictConfig) -> dict:
+    """The stage's metrics.json: identity, training record, probe curve, throughput, provenance."""
+    from midtrain.lightning.callbacks import RealTokenThroughput
+    from midtrain.lightning.probe_callback import ProbeCallback
+    from midtrain.models.build import count_parameters
+
+    model = module.model
+    throughput = next((c.result for c in trainer.callbacks if isinstance(c, RealTokenThroughput)), {})
+    probe = next((c for c in trainer.callbacks if isinstance(c, ProbeCallback)), None)
     train_metrics: dict = {"objective": cfg.objective}
     final_loss = _all_rank_loss(trainer, module)  # a collective: every rank calls it
     if final_loss is not None:  # absent rather than null: a number is never replaced by null
@@ -482,27 +341,29 @@ def _train(cfg: DictConfig, run: RunDir, h: str, callbacks: list | None, prepare
     if probe is not None and probe.history:
         # The probe during this stage (this attempt's steps): the value curve inside one run.
         metrics["train"]["probe_curve"] = [
-            {"step": int(h["step"]), "margin": round(float(h["margin"]), 6), "accuracy": round(float(h["accuracy"]), 4)}
-            for h in probe.history
+            {"step": int(p["step"]), "margin": round(float(p["margin"]), 6), "accuracy": round(float(p["accuracy"]), 4)}
+            for p in probe.history
         ]
     if throughput:
         metrics["throughput"] = throughput
     metrics["provenance"] = stage_provenance(run.path, cfg)
-    if trainer.is_global_zero:
-        export_hf(module.model, tokenizer, run.hf, state_dict=state_dict)
-        run.write_metrics(metrics)
-        _finish_wandb(trainer, metrics)
-        if cfg.trainer.get("cleanup_checkpoints", False):
-            shutil.rmtree(run.checkpoints, ignore_errors=True)
-        run.mark_done(h)
-    trainer.strategy.barrier()
     return metrics
 
 
-@hydra.main(version_base="1.3", config_path=str(CONF_DIR), config_name="train")
-def main(cfg: DictConfig) -> None:
-    train(cfg)
+def _write_outputs(cfg: DictConfig, run: RunDir, h: str, trainer: "pl.Trainer", module: Any, tokenizer: Any,
+                   state_dict: dict | None, metrics: dict) -> None:
+    """Rank 0: export `hf/`, write metrics.json, close the W&B run, then mark the stage DONE."""
+    from midtrain.models.build import export_hf
 
+    export_hf(module.model, tokenizer, run.hf, state_dict=state_dict)
+    run.write_metrics(metrics)
+    _finish_wandb(trainer, metrics)
+    if cfg.trainer.get("cleanup_checkpoints", False):
+        shutil.rmtree(run.checkpoints, ignore_errors=True)
+    run.mark_done(h)
+
+
+main = hydra_entry("train", train)
 
 if __name__ == "__main__":
     main()

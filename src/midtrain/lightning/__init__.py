@@ -1,1 +1,2 @@
-"""Lightning glue: the training module and callbacks (throughput, probe, preemption)."""
+"""Lightning glue: the training module, the trainer factory (`trainer`), model layout on devices
+(`parallelize`), and callbacks (throughput, probe, preemption)."""

@@ -23,8 +23,10 @@ def device_peak_flops() -> float | None:
     return next((v for k, v in PEAK_FLOPS.items() if k in name), None)
 
 
-class ThroughputMonitor(pl.Callback):
+class RealTokenThroughput(pl.Callback):
     """Real (non-padding) tokens per second per device, after `warmup_steps` optimizer steps.
+
+    Beside Lightning's `ThroughputMonitor`: that one synchronises the GPU every batch and counts padding.
 
     Real tokens are counted from the batch on the host before it moves to the device, and
     clocks are read after a device synchronisation only at the start and end of the window.

@@ -19,7 +19,10 @@ from midtrain.preserve import Strategy, build_strategy
 
 
 def warmup_cosine(step: int, total: int, warmup: int, min_ratio: float) -> float:
-    """LR multiplier: linear warmup to 1, then cosine down to `min_ratio` at `total`."""
+    """LR multiplier: linear warmup to 1, then cosine down to `min_ratio` at `total`.
+
+    Beside transformers' `get_cosine_with_min_lr_schedule_with_warmup`: that one trains its first step at LR 0.
+    """
     if warmup > 0 and step < warmup:
         return (step + 1) / warmup
     if total <= warmup:

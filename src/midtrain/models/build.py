@@ -111,7 +111,7 @@ def build_tokenizer(model_cfg: DictConfig, init_from: str | Path | None = None,
     return ensure_chat_template(tok)
 
 
-def build_model(
+def build_causal_lm(
     model_cfg: DictConfig,
     tokenizer: Any,
     init_from: str | Path | None = None,
