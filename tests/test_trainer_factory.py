@@ -4,10 +4,7 @@ their model and Trainer through `midtrain.lightning.trainer`; the model's layout
 
 from __future__ import annotations
 
-import importlib.util
-import sys
 from collections import Counter
-from pathlib import Path
 
 import pytest
 import pytorch_lightning as pl
@@ -20,21 +17,11 @@ from midtrain.lightning import parallelize
 from midtrain.models.build import build_causal_lm, build_tokenizer, decoder_layers
 from midtrain.tracking import RunDir
 from midtrain.train import train
-from tests.conftest import compose_cfg, smoke_overrides
+from tests.conftest import compose_cfg
+from tests.test_benchmark_throughput import SMALL, bench  # noqa: F401 - the benchmark module fixture
 
-BENCH = Path(__file__).resolve().parents[1] / "benchmarks" / "throughput.py"
-SMALL = ["--device", "cpu", "--hidden-size", "64", "--intermediate-size", "128", "--num-layers", "2",
-         "--num-docs", "24", "--min-doc-tokens", "16", "--max-doc-tokens", "96", "--seq-len", "128",
-         "--batch-rows", "2", "--batch-docs", "4", "--warmup-steps", "1", "--repeats", "1", "--threads", "1"]
-
-
-@pytest.fixture(scope="module")
-def bench():
-    spec = importlib.util.spec_from_file_location("throughput_bench_factory", BENCH)
-    module = importlib.util.module_from_spec(spec)
-    sys.modules[spec.name] = module  # dataclasses resolve annotations through sys.modules
-    spec.loader.exec_module(module)
-    return module
+# the benchmark's small CPU setup, with two decoder blocks
+ARGS = [*SMALL, "--num-layers", "2", "--repeats", "1"]
 
 
 class _Built(Exception):
@@ -90,7 +77,7 @@ def test_benchmark_project_path_and_train_build_the_same_trainer(bench, tmp_path
         return real_build(cfg, *args, **kwargs)
 
     monkeypatch.setattr(factory, "build_trainer", recording_build)
-    setup, _ = bench.parse_args(SMALL + (["--compile"] if compile else ["--no-compile"]))
+    setup, _ = bench.parse_args(ARGS + (["--compile"] if compile else ["--no-compile"]))
     row = bench.project_row(setup, bench.make_documents(setup))
     # the same config, given a corpus and a runs root so that midtrain-train can run it
     cfg = bench.project_config(setup, row.steps, overrides=[
@@ -144,8 +131,7 @@ def tiny():
 
 
 def _trainer_cfg(cfg, **keys):
-    tr = OmegaConf.merge(cfg.trainer, keys)
-    return tr
+    return OmegaConf.merge(cfg.trainer, keys)
 
 
 def test_fsdp_wraps_and_checkpoints_one_unit_per_decoder_block(tiny):
