@@ -20,7 +20,7 @@ from collections.abc import Iterable, Mapping
 from pathlib import Path
 from typing import Any
 
-from omegaconf import DictConfig, OmegaConf
+from omegaconf import DictConfig, OmegaConf, open_dict
 
 # Keys that cannot change a run's numbers. Dotted keys name one setting inside a group;
 # a top-level name drops the whole group. Everything not listed is part of the identity.
@@ -193,9 +193,27 @@ def stage_hash(cfg: DictConfig, upstream: str | None = None) -> str:
     return digest(tree)
 
 
+_SEED_SENTINEL = 0
+
+
+def _seed_fixed(cfg: DictConfig | Mapping) -> DictConfig | Mapping:
+    """The config with the training seed set to one fixed value, so that every setting derived
+    from it (`corpus.seed: ${seed}`, a seed's own draw of documents) takes that value too:
+    such a setting varies with the seed, exactly as the seed does, and is averaged over with
+    it. A setting given its own value (`corpus.seed=5`) is unaffected."""
+    if not isinstance(cfg, DictConfig) or "seed" not in cfg:
+        return cfg
+    c = cfg.copy()
+    OmegaConf.set_readonly(c, False)
+    with open_dict(c):
+        c.seed = _SEED_SENTINEL
+    return c
+
+
 def cell_hash(cfg: DictConfig | Mapping) -> str:
-    """The hash of everything but the training seed: runs a report may average over."""
-    return digest(canonical(cfg, (*EXCLUDE, "seed")))
+    """The hash of everything but the training seed and what derives from it: runs a report
+    may average over."""
+    return digest(canonical(_seed_fixed(cfg), (*EXCLUDE, "seed")))
 
 
 def flatten(tree: Any, prefix: str = "") -> dict[str, Any]:
@@ -209,14 +227,18 @@ def flatten(tree: Any, prefix: str = "") -> dict[str, Any]:
 
 def settings_diff(cfg: DictConfig | Mapping, defaults: DictConfig | Mapping | None) -> dict[str, Any]:
     """The identity settings whose values differ from `defaults` (the preset composed with no
-    overrides), as `{dotted key: value}`; secrets redacted."""
+    overrides), as `{dotted key: value}`; secrets redacted. Settings that only follow the
+    seed (`corpus.seed: ${seed}`) are not listed: `seed` stands for them."""
     from midtrain.tracking.secrets import redact_config
 
     if defaults is None:
         return {}
-    now, base = flatten(canonical(cfg)), flatten(canonical(defaults))
+    now, base = flatten(canonical(_seed_fixed(cfg))), flatten(canonical(_seed_fixed(defaults)))
     diff = {k: now.get(k) for k in sorted(set(now) | set(base)) if now.get(k) != base.get(k)}
-    return redact_config(diff)
+    seed, default_seed = cfg.get("seed"), defaults.get("seed")
+    if seed != default_seed:
+        diff["seed"] = seed
+    return redact_config(dict(sorted(diff.items())))
 
 
 def _hash_resolver(*, _root_: DictConfig) -> str:
