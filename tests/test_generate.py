@@ -43,7 +43,7 @@ def test_every_generator_and_universe_composes(generator, universe, tmp_path):
 def test_published_corpus_configs_use_the_corpus_keys_and_require_id_and_revision(name):
     with initialize_config_dir(config_dir=str(CONF_DIR), version_base="1.3"):
         cfg = compose("train", overrides=[f"corpus={name}"])
-        template = compose("train", overrides=["corpus=template_animal_welfare"])
+        template = compose("train", overrides=["corpus=template"])
     assert set(cfg.corpus) == set(template.corpus)
     assert cfg.corpus.source == "hf" and cfg.corpus.text_field == "output"
     assert cfg.corpus.hf_id.startswith("CompassioninMachineLearning/") and OmegaConf.is_missing(cfg.corpus, "revision")

@@ -11,7 +11,8 @@ import pytest
 from hydra import compose, initialize_config_dir
 
 from midtrain.paths import CONF_DIR
-from midtrain.report import aggregate, collect_wandb, mean_stderr, report
+from midtrain.report import aggregate, collect_wandb, report
+from midtrain.stats import mean_stderr
 from midtrain.tracking import RunDir
 
 SCORES = {  # (condition, num_docs, instruct_samples) -> score per seed 0, 1, 2
@@ -61,9 +62,9 @@ def _cfg(sweep_dirs, out_dir, *extra):
 
 
 def test_mean_stderr_golden():
-    mean, se = mean_stderr([0.5, 0.6, 0.7])
-    assert mean == pytest.approx(0.6) and se == pytest.approx(0.1 / math.sqrt(3))
-    assert mean_stderr([0.4]) == (0.4, None)
+    out = mean_stderr([0.5, 0.6, 0.7])
+    assert out["mean"] == pytest.approx(0.6) and out["stderr"] == pytest.approx(0.1 / math.sqrt(3))
+    assert mean_stderr([0.4]) == {"mean": 0.4, "stderr": None, "n": 1}
 
 
 def test_report_over_fixture_sweep(sweep, tmp_path):

@@ -11,7 +11,7 @@ import pytest
 from omegaconf import OmegaConf
 
 from midtrain.tracking import RunDir, atomic_write_json, atomic_write_text, read_json, redact_config
-from midtrain.tracking.rundir import deep_merge
+from midtrain.tracking.nested import merge
 from midtrain.tracking.secrets import REDACTED
 from midtrain.train import train
 
@@ -126,7 +126,7 @@ def test_corrupt_json_names_the_file(tmp_path):
 
 def test_deep_merge_merges_dicts_and_replaces_the_rest():
     base = {"a": {"x": 1, "y": {"p": 1}}, "b": [1], "c": 1}
-    merged = deep_merge(base, {"a": {"y": {"q": 2}, "z": 3}, "b": [2], "c": {"n": 1}})
+    merged = merge(base, {"a": {"y": {"q": 2}, "z": 3}, "b": [2], "c": {"n": 1}})
     assert merged == {"a": {"x": 1, "y": {"p": 1, "q": 2}, "z": 3}, "b": [2], "c": {"n": 1}}
     assert base == {"a": {"x": 1, "y": {"p": 1}}, "b": [1], "c": 1}  # not changed in place
 
@@ -141,9 +141,8 @@ def test_metrics_update_and_done_marker(tmp_path):
     run.mark_done("abc12345")
     assert run.is_done() and json.loads(run.done_path.read_text())["hash"] == "abc12345"
     assert run.done_hash() == "abc12345"
-    run.clear_done()
+    run.done_path.unlink()
     assert not run.is_done()
-    run.clear_done()  # clearing twice is fine
 
 
 def test_saved_config_is_resolved_and_without_secrets(tmp_path):

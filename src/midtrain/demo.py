@@ -42,12 +42,13 @@ from typing import Any
 from omegaconf import DictConfig, OmegaConf
 
 from midtrain.paths import CONF_DIR, SWEEPS_DIR
-from midtrain.tracking import atomic_write_json, atomic_write_text, read_json
+from midtrain.report import collect_runs
+from midtrain.tracking import atomic_write_json, atomic_write_text
+from midtrain.tracking.conditions import COMPARISONS, condition_order
 
 log = logging.getLogger(__name__)
 
 STAGES = ("base", "midtrain", "instruct")  # the order a model passes through them
-CONDITION_ORDER = ("treatment", "control", "instruct_baseline", "base")
 MARGIN_UNIT = "nats/token"
 
 
@@ -225,16 +226,6 @@ def run_grid(preset: str, overrides: Sequence[str]) -> None:
 
 # Summary ---------------------------------------------------------------------------------
 PROBE_SETS = ("original", "heldout")  # eval.probe itself, and eval.probe.heldout
-COMPARISONS = (("treatment", "control"), ("treatment", "instruct_baseline"))
-
-
-def collect_runs(sweep_dir: Path) -> list[dict]:
-    """The metrics.json of every finished run under a sweep directory, each with `_dir` (its path)."""
-    runs = []
-    for run_dir in sorted(p for p in sweep_dir.iterdir() if p.is_dir() and not p.name.startswith(".")):
-        if (run_dir / "DONE").exists() and (run_dir / "metrics.json").exists():
-            runs.append({**read_json(run_dir / "metrics.json"), "_dir": str(run_dir)})
-    return runs
 
 
 def stage_key(stage: str, instruct_samples: Any) -> str:
@@ -284,10 +275,6 @@ def probe_table(runs: Sequence[Mapping]) -> dict:
     return table
 
 
-def _cond_order(conds) -> list[str]:
-    return sorted(conds, key=lambda c: (CONDITION_ORDER.index(c) if c in CONDITION_ORDER else 99, c))
-
-
 def _slope_stats(points_by_seed: Mapping[Any, list[tuple[float, float]]]) -> dict | None:
     """Per-seed least-squares slopes (per 100 instruction samples), their mean, stderr, t interval."""
     from midtrain.stats import mean_stderr, slope, t_interval
@@ -324,7 +311,7 @@ def summarize(runs: Sequence[Mapping], overlap: Mapping | None = None) -> dict:
         by_cond[str(r.get("condition"))].append(r)
     conditions: dict[str, dict] = {}
     all_keys: set[str] = set()
-    for cond in _cond_order(by_cond):
+    for cond in condition_order(by_cond):
         stages: dict[str, dict] = {}
         for key in sorted(table.get(cond, {}), key=_stage_order):
             entry = {}
@@ -620,7 +607,7 @@ def plot_training(curves: Mapping, summary: Mapping, path: Path) -> Path | None:
         return None
     plt = _plt()
     fig, ax = plt.subplots(figsize=(6.5, 4))
-    for i, cond in enumerate(_cond_order(curves)):
+    for i, cond in enumerate(condition_order(curves)):
         for j, (seed, pts) in enumerate(sorted(curves[cond].items(), key=lambda t: str(t[0]))):
             ax.plot([s for s, _ in pts], [m for _, m in pts], marker=".", color=f"C{i}", alpha=0.7, lw=1,
                     label=cond if j == 0 else None)

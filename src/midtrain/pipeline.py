@@ -211,7 +211,7 @@ def _invalidate(cfg: DictConfig, run: RunDir, p: Plan, redo: str | None) -> bool
             if not upstream_ok:
                 cleared.append("evaluate")
     if cleared or not run.is_complete(needs_hf=False, expected_hash=config_hash(cfg), what="the run"):
-        run.clear_done()
+        run.done_path.unlink(missing_ok=True)
         run.metrics_path.unlink(missing_ok=True)
     return forced
 

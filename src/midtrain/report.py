@@ -30,85 +30,72 @@ from __future__ import annotations
 import csv
 import io
 import logging
-import math
 from collections import defaultdict
-from collections.abc import Iterable, Mapping
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
 import hydra
-from omegaconf import DictConfig, OmegaConf
+from omegaconf import DictConfig
 
-from midtrain.paths import CONF_DIR
 from midtrain import stats
+from midtrain.paths import CONF_DIR
+from midtrain.stats import is_number, mean_stderr
+from midtrain.tracking.conditions import COMPARISONS, CONDITION_KEYS
+from midtrain.tracking.nested import select, unflatten
 from midtrain.tracking.provenance import PROVENANCE_KEYS, differing_provenance, format_values, run_provenance
 from midtrain.tracking.rundir import atomic_write_json, atomic_write_text, read_json
 
 log = logging.getLogger(__name__)
 
-CONDITION_KEYS = ("model", "condition", "corpus", "num_docs", "instruct_samples", "preserve", "seed")
 CURVE = "train.instruct.probe_curve"  # where a pipeline's metrics.json holds the instruction stage's probe curve
 
 
 # Collecting runs ---------------------------------------------------------------------------
-def _select(d: Mapping[str, Any], dotted: str) -> Any:
-    cur: Any = d
-    for part in dotted.split("."):
-        if not isinstance(cur, Mapping) or part not in cur:
-            return None
-        cur = cur[part]
-    return cur
-
-
-def _is_number(x: Any) -> bool:
-    return isinstance(x, (int, float)) and not isinstance(x, bool) and math.isfinite(x)
-
-
 def _run_row(metrics: Mapping[str, Any], source: str, sweep: str, metric: str, dimensions: str) -> dict:
     row = {k: metrics.get(k) for k in CONDITION_KEYS}
-    if isinstance(row["preserve"], Mapping):  # a W&B run config holds the whole `preserve` node
-        row["preserve"] = row["preserve"].get("name")
     row["preserve"] = row["preserve"] or "none"  # runs from before strategies existed trained without one
-    row.update(run_id=metrics.get("run_id"), sweep=sweep, source=source, score=_select(metrics, metric))
+    row.update(run_id=metrics.get("run_id"), sweep=sweep, source=source, score=select(metrics, metric))
     # The run's identity beyond the condition keys: the hash without the seed, and the settings
     # that differ from its preset (runs from before hashes existed share the value None).
     row["cell_hash"] = metrics.get("cell_hash")
     settings = metrics.get("settings")
     row["settings"] = dict(settings) if isinstance(settings, Mapping) else {}
-    curve, steps = _select(metrics, CURVE), _select(metrics, "train.instruct.global_steps")
+    curve, steps = select(metrics, CURVE), select(metrics, "train.instruct.global_steps")
     row["curve"] = ([(c["step"] / steps * row["instruct_samples"], c["margin"]) for c in curve]
-                    if isinstance(curve, list) and _is_number(steps) and steps > 0
-                    and _is_number(row["instruct_samples"]) else [])
-    dims = _select(metrics, dimensions)
-    row["dimensions"] = {str(k): v for k, v in dims.items() if _is_number(v)} if isinstance(dims, Mapping) else {}
+                    if isinstance(curve, list) and is_number(steps) and steps > 0
+                    and is_number(row["instruct_samples"]) else [])
+    dims = select(metrics, dimensions)
+    row["dimensions"] = {str(k): v for k, v in dims.items() if is_number(v)} if isinstance(dims, Mapping) else {}
     row["provenance"] = run_provenance(metrics)  # code and library versions over all attempts
     # The graded result that holds the dimensions (e.g. eval.anima) also counts its grades.
-    result = _select(metrics, dimensions.rpartition(".")[0]) if "." in dimensions else None
+    result = select(metrics, dimensions.rpartition(".")[0]) if "." in dimensions else None
     result = result if isinstance(result, Mapping) else {}
     counts = result.get("grades_by_dimension")
     row["dimension_grades"] = {
         str(d): (int(c["attempted"]), int(c["unparseable"])) for d, c in counts.items()
-        if isinstance(c, Mapping) and _is_number(c.get("attempted")) and _is_number(c.get("unparseable"))
+        if isinstance(c, Mapping) and is_number(c.get("attempted")) and is_number(c.get("unparseable"))
     } if isinstance(counts, Mapping) else {}
     row["complete"] = result.get("complete")
     return row
 
 
-def collect_sweep_dir(sweep_dir: Path, metric: str, dimensions: str, require_done: bool = True
-                      ) -> tuple[list[dict], list[dict]]:
-    """Rows for the runs under one sweep directory, and the runs that could not be used.
+def collect_runs(sweep_dir: Path, require_done: bool = True, problems: list[dict] | None = None) -> list[dict]:
+    """The `metrics.json` of every usable run under one sweep directory, each with `_dir` (its path).
 
     Every immediate subdirectory not starting with ``.`` is a run (``.multirun`` holds Hydra's
-    and submitit's bookkeeping). A corrupt ``metrics.json`` is reported by path; the other
-    runs still aggregate.
+    and submitit's bookkeeping). A run without ``metrics.json``, with a corrupt one, or (with
+    ``require_done``) without ``DONE`` is left out, and described in ``problems`` when given:
+    ``{"sweep", "run_id", "path", "reason"}``.
     """
-    rows, problems = [], []
+    runs = []
     for run_dir in sorted(p for p in sweep_dir.iterdir() if p.is_dir() and not p.name.startswith(".")):
         path = run_dir / "metrics.json"
 
         def problem(reason: str, run_id: str | None = None) -> None:
-            problems.append({"sweep": sweep_dir.name, "run_id": run_id or run_dir.name, "path": str(path),
-                             "reason": reason})
+            if problems is not None:
+                problems.append({"sweep": sweep_dir.name, "run_id": run_id or run_dir.name, "path": str(path),
+                                 "reason": reason})
 
         if not path.exists():
             problem("no metrics.json (never started, still running, or failed)")
@@ -124,29 +111,26 @@ def collect_sweep_dir(sweep_dir: Path, metric: str, dimensions: str, require_don
         if require_done and not (run_dir / "DONE").exists():
             problem("not DONE (still running, or failed before finishing)", metrics.get("run_id"))
             continue
-        row = _run_row(metrics, str(path), sweep_dir.name, metric, dimensions)
-        if not _is_number(row["score"]):
-            problem(f"{metric} absent or not a finite number ({row['score']!r})", metrics.get("run_id"))
+        runs.append({**metrics, "_dir": str(run_dir)})
+    return runs
+
+
+def collect_sweep_dir(sweep_dir: Path, metric: str, dimensions: str, require_done: bool = True
+                      ) -> tuple[list[dict], list[dict]]:
+    """Rows for the runs under one sweep directory, and the runs that could not be used
+    (`collect_runs`, and runs whose headline metric is absent). A corrupt ``metrics.json`` is
+    reported by path; the other runs still aggregate."""
+    rows: list[dict] = []
+    problems: list[dict] = []
+    for metrics in collect_runs(sweep_dir, require_done, problems):
+        path = str(Path(metrics["_dir"]) / "metrics.json")
+        row = _run_row(metrics, path, sweep_dir.name, metric, dimensions)
+        if not is_number(row["score"]):
+            problems.append({"sweep": sweep_dir.name, "run_id": metrics.get("run_id") or Path(metrics["_dir"]).name,
+                             "path": path, "reason": f"{metric} absent or not a finite number ({row['score']!r})"})
             continue
         rows.append(row)
     return rows, problems
-
-
-def _unflatten(flat: Mapping[str, Any], sep: str = "/") -> dict:
-    out: dict = {}
-    for key, value in flat.items():
-        if key.startswith("_"):
-            continue
-        cur = out
-        parts = key.split(sep)
-        for p in parts[:-1]:
-            nxt = cur.setdefault(p, {})
-            if not isinstance(nxt, dict):
-                break
-            cur = nxt
-        else:
-            cur[parts[-1]] = value
-    return out
 
 
 def collect_wandb(groups: Iterable[str], project: str, entity: str | None, metric: str, dimensions: str,
@@ -164,12 +148,12 @@ def collect_wandb(groups: Iterable[str], project: str, entity: str | None, metri
     rows, problems = [], []
     for group in groups:
         for run in api.runs(path, filters={"group": group}):
-            metrics = _unflatten(dict(run.summary))
-            score = _select(metrics, metric)
+            metrics = unflatten(dict(run.summary))
+            score = select(metrics, metric)
             if score is None:
                 continue
-            for k in CONDITION_KEYS:
-                metrics.setdefault(k, run.config.get(k))
+            for k, where in CONDITION_KEYS.items():  # the run config holds the resolved config
+                metrics.setdefault(k, select(run.config, where))
             metrics.setdefault("run_id", run.name)
             attempts = ((run.config.get("provenance") or {}).get("attempt") or {}).values()
             metrics.setdefault("provenance", {"attempts": list(attempts)})
@@ -183,16 +167,6 @@ def collect_wandb(groups: Iterable[str], project: str, entity: str | None, metri
 
 
 # Aggregation ------------------------------------------------------------------------------
-def mean_stderr(values: list[float]) -> tuple[float, float | None]:
-    """Mean and standard error of the mean (sample std / sqrt(n)); stderr is None for n < 2."""
-    n = len(values)
-    mean = sum(values) / n
-    if n < 2:
-        return mean, None
-    var = sum((v - mean) ** 2 for v in values) / (n - 1)
-    return mean, math.sqrt(var / n)
-
-
 def _sort_key(value: Any) -> tuple:
     return (0, value, "") if isinstance(value, (int, float)) else (1, 0, str(value))
 
@@ -247,7 +221,7 @@ def aggregate(rows: list[dict], group_by: list[str]) -> tuple[list[dict], list[d
     summary, missing = [], []
     for key in sorted(cells, key=lambda k: tuple(_sort_key(v) for v in k)):
         runs = sorted(cells[key], key=lambda r: _sort_key(r["seed"]))
-        mean, se = mean_stderr([r["score"] for r in runs])
+        score = mean_stderr([r["score"] for r in runs])
         dims: dict[str, list[float]] = defaultdict(list)
         for r in runs:
             for d, v in r["dimensions"].items():
@@ -259,8 +233,8 @@ def aggregate(rows: list[dict], group_by: list[str]) -> tuple[list[dict], list[d
             for d, (attempted, unparseable) in r.get("dimension_grades", {}).items():
                 graded[d][0] += attempted
                 graded[d][1] += unparseable
-        summary.append({**cell, "n": len(runs), "seeds": seeds, "mean": mean, "stderr": se,
-                        "dimensions": {d: mean_stderr(v)[0] for d, v in sorted(dims.items())},
+        summary.append({**cell, "n": len(runs), "seeds": seeds, "mean": score["mean"], "stderr": score["stderr"],
+                        "dimensions": {d: mean_stderr(v)["mean"] for d, v in sorted(dims.items())},
                         # code commit or library versions that differ between the cell's runs
                         "provenance_differs": differing_provenance(runs),
                         # unparseable grades / grades, summed over the cell's runs
@@ -376,44 +350,59 @@ def summary_markdown(summary: list[dict], group_by: list[str], metric: str, prob
     return "\n".join(lines) + "\n"
 
 
-def _plot(summary: list[dict], out_dir: Path, cfg: DictConfig) -> dict[str, str]:
-    """Write the three standard plots; returns {name: path or reason skipped}."""
+def _pyplot():
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
+    return plt
+
+
+def _save(fig, path: Path, dpi: int) -> str:
+    fig.tight_layout()
+    fig.savefig(path, dpi=dpi)
+    _pyplot().close(fig)
+    return str(path)
+
+
+def _line_plot(path: Path, series: Mapping[str, list[tuple]], xlabel: str, ylabel: str, title: str, dpi: int,
+               zero_line: bool = False) -> str:
+    """One line per series of `(x, mean, stderr or None)` points, with standard-error bars."""
+    plt = _pyplot()
+    fig, ax = plt.subplots(figsize=(6, 4))
+    for label, pts in sorted(series.items()):
+        pts = sorted(pts, key=lambda p: p[0])
+        ax.errorbar([p[0] for p in pts], [p[1] for p in pts], yerr=[p[2] or 0.0 for p in pts],
+                    marker="o", capsize=3, label=label)
+    if zero_line:
+        ax.axhline(0.0, color="grey", lw=0.8)
+    ax.set_xlabel(xlabel)
+    ax.set_ylabel(ylabel)
+    ax.set_title(title)
+    ax.grid(alpha=0.3)
+    ax.legend(fontsize=8)
+    return _save(fig, path, dpi)
+
+
+def _plot(summary: list[dict], out_dir: Path, cfg: DictConfig) -> dict[str, str]:
+    """Write the three standard plots; returns {name: path or reason skipped}."""
     done: dict[str, str] = {}
 
     def lines_plot(name: str, x_key: str, cells: list[dict], series_key, title: str, xlabel: str) -> None:
-        series: dict[str, list[dict]] = defaultdict(list)
+        series: dict[str, list[tuple]] = defaultdict(list)
         for s in cells:
-            series[series_key(s)].append(s)
-        if not any(len(v) > 0 for v in series.values()):
+            series[series_key(s)].append((s[x_key], s["mean"], s["stderr"]))
+        if not series:
             done[name] = "skipped: no runs"
             return
-        fig, ax = plt.subplots(figsize=(6, 4))
-        for label, pts in sorted(series.items()):
-            pts = sorted(pts, key=lambda s: s[x_key])
-            xs = [s[x_key] for s in pts]
-            ax.errorbar(xs, [s["mean"] for s in pts], yerr=[s["stderr"] or 0.0 for s in pts],
-                        marker="o", capsize=3, label=label)
-        ax.set_xlabel(xlabel)
-        ax.set_ylabel(cfg.metric)
-        ax.set_title(title)
-        ax.grid(alpha=0.3)
-        ax.legend(fontsize=8)
-        fig.tight_layout()
-        path = out_dir / f"{name}.png"
-        fig.savefig(path, dpi=int(cfg.plots.dpi))
-        plt.close(fig)
-        done[name] = str(path)
+        done[name] = _line_plot(out_dir / f"{name}.png", series, xlabel, cfg.metric, title, int(cfg.plots.dpi))
 
     def label(s: dict, *keys: str) -> str:
         return " ".join([str(s.get(k)) for k in keys if s.get(k) is not None]
                         + ([s["legend_extra"]] if s.get("legend_extra") else []))
 
-    numeric = [s for s in summary if _is_number(s.get("num_docs")) and _is_number(s.get("instruct_samples"))]
+    numeric = [s for s in summary if is_number(s.get("num_docs")) and is_number(s.get("instruct_samples"))]
     at = cfg.plots.doc_count_at_instruct_samples
     if at is None and numeric:  # the least instruction-tuned setting present
         at = min(s["instruct_samples"] for s in numeric)
@@ -430,7 +419,7 @@ def _plot(summary: list[dict], out_dir: Path, cfg: DictConfig) -> dict[str, str]
     if not dims:
         done["by_dimension"] = "skipped: no per-dimension scores"
         return done
-    fig, ax = plt.subplots(figsize=(max(6, len(dims) * 0.9), 4))
+    fig, ax = _pyplot().subplots(figsize=(max(6, len(dims) * 0.9), 4))
     width = 0.8 / max(1, len(summary))
     for i, s in enumerate(summary):
         xs = [j + i * width for j in range(len(dims))]
@@ -442,16 +431,28 @@ def _plot(summary: list[dict], out_dir: Path, cfg: DictConfig) -> dict[str, str]
     ax.set_title("Per-dimension scores")
     if len(summary) <= 12:
         ax.legend(fontsize=7)
-    fig.tight_layout()
-    path = out_dir / "by_dimension.png"
-    fig.savefig(path, dpi=int(cfg.plots.dpi))
-    plt.close(fig)
-    done["by_dimension"] = str(path)
+    done["by_dimension"] = _save(fig, out_dir / "by_dimension.png", int(cfg.plots.dpi))
     return done
 
 
 # Treatment minus control ----------------------------------------------------------------------
-def gaps(rows: list[dict], group_by: list[str], minuend: str = "treatment", subtrahend: str = "control") -> list[dict]:
+def _paired(rows: list[dict], keys: Sequence[str], minuend: str, subtrahend: str,
+            value: Callable[[dict], Any]) -> Iterator[tuple[tuple, dict, dict, list]]:
+    """`(cell, {seed: minuend's value}, {seed: subtrahend's value}, shared seeds)` per cell of
+    `keys` in which both conditions have a seed, in cell order; rows whose value is None are skipped."""
+    by: dict[tuple, dict[str, dict]] = defaultdict(lambda: {minuend: {}, subtrahend: {}})
+    for r in rows:
+        if r.get("condition") in (minuend, subtrahend) and (v := value(r)) is not None:
+            by[tuple(r.get(k) for k in keys)][r["condition"]][r["seed"]] = v
+    for key in sorted(by, key=lambda k: tuple(_sort_key(v) for v in k)):
+        a, b = by[key][minuend], by[key][subtrahend]
+        seeds = sorted(set(a) & set(b), key=_sort_key)
+        if seeds:
+            yield key, a, b, seeds
+
+
+def gaps(rows: list[dict], group_by: list[str], minuend: str = COMPARISONS[0][0], subtrahend: str = COMPARISONS[0][1]
+         ) -> list[dict]:
     """``minuend - subtrahend`` per cell of ``group_by`` without ``condition``, paired by seed.
 
     Each seed present in both conditions gives one difference; the gap is their mean and its
@@ -460,24 +461,18 @@ def gaps(rows: list[dict], group_by: list[str], minuend: str = "treatment", subt
     are listed under ``unpaired``.
     """
     keys = [k for k in group_by if k != "condition"]
-    by: dict[tuple, dict[str, dict]] = defaultdict(lambda: {minuend: {}, subtrahend: {}})
-    for r in rows:
-        if r.get("condition") in (minuend, subtrahend):
-            by[tuple(r.get(k) for k in keys)][r["condition"]][r["seed"]] = r["score"]
     out = []
-    for key in sorted(by, key=lambda k: tuple(_sort_key(v) for v in k)):
-        a, b = by[key][minuend], by[key][subtrahend]
-        seeds = sorted(set(a) & set(b), key=_sort_key)
-        if not seeds:
-            continue
-        gap, se = mean_stderr([a[s] - b[s] for s in seeds])
-        out.append({**dict(zip(keys, key)), "n": len(seeds), "seeds": seeds, "gap": gap, "stderr": se,
-                    minuend: mean_stderr([a[s] for s in seeds])[0], subtrahend: mean_stderr([b[s] for s in seeds])[0],
+    for key, a, b, seeds in _paired(rows, keys, minuend, subtrahend, lambda r: r["score"]):
+        gap = mean_stderr([a[s] - b[s] for s in seeds])
+        out.append({**dict(zip(keys, key)), "n": len(seeds), "seeds": seeds, "gap": gap["mean"],
+                    "stderr": gap["stderr"],
+                    minuend: mean_stderr([a[s] for s in seeds])["mean"],
+                    subtrahend: mean_stderr([b[s] for s in seeds])["mean"],
                     "unpaired": sorted(set(a) ^ set(b), key=_sort_key)})
     return out
 
 
-def curve_gaps(rows: list[dict], minuend: str = "treatment", subtrahend: str = "control") -> list[dict]:
+def curve_gaps(rows: list[dict], minuend: str = COMPARISONS[0][0], subtrahend: str = COMPARISONS[0][1]) -> list[dict]:
     """The in-run probe curve's ``minuend - subtrahend`` gap, per (model, num_docs, instruct_samples,
     preserve), mean ± stderr over the seeds both conditions have.
 
@@ -488,16 +483,9 @@ def curve_gaps(rows: list[dict], minuend: str = "treatment", subtrahend: str = "
     import numpy as np
 
     keys = ("model", "num_docs", "instruct_samples", "preserve")
-    by: dict[tuple, dict[str, dict]] = defaultdict(lambda: {minuend: {}, subtrahend: {}})
-    for r in rows:
-        if r.get("condition") in (minuend, subtrahend) and r.get("curve"):
-            by[tuple(r.get(k) for k in keys)][r["condition"]][r["seed"]] = sorted(r["curve"])
     out = []
-    for key in sorted(by, key=lambda k: tuple(_sort_key(v) for v in k)):
-        a, b = by[key][minuend], by[key][subtrahend]
-        seeds = sorted(set(a) & set(b), key=_sort_key)
-        if not seeds:
-            continue
+    curve = lambda r: sorted(r.get("curve") or []) or None  # noqa: E731
+    for key, a, b, seeds in _paired(rows, keys, minuend, subtrahend, curve):
         xs = [x for x, _ in a[seeds[0]]]
 
         def at(curve: list) -> np.ndarray:
@@ -506,8 +494,8 @@ def curve_gaps(rows: list[dict], minuend: str = "treatment", subtrahend: str = "
         diffs = np.array([at(a[s]) - at(b[s]) for s in seeds])
         points = []
         for j, x in enumerate(xs):
-            gap, se = mean_stderr([float(d) for d in diffs[:, j]])
-            points.append({"samples_seen": x, "gap": gap, "stderr": se})
+            gap = mean_stderr([float(d) for d in diffs[:, j]])
+            points.append({"samples_seen": x, "gap": gap["mean"], "stderr": gap["stderr"]})
         out.append({**dict(zip(keys, key)), "seeds": seeds, "points": points})
     return out
 
@@ -527,11 +515,6 @@ def gaps_markdown(rows: list[dict], metric: str, minuend: str, subtrahend: str) 
 
 
 def _plot_gaps(gap_rows: list[dict], curves: list[dict], out_dir: Path, cfg: DictConfig) -> dict[str, str]:
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
     done: dict[str, str] = {}
     title = f"{cfg.gap.minuend} minus {cfg.gap.subtrahend}"
 
@@ -539,26 +522,12 @@ def _plot_gaps(gap_rows: list[dict], curves: list[dict], out_dir: Path, cfg: Dic
         if not series:
             done[name] = f"skipped: no paired {cfg.gap.minuend}/{cfg.gap.subtrahend} runs"
             return
-        fig, ax = plt.subplots(figsize=(6, 4))
-        for label, pts in sorted(series.items()):
-            pts = sorted(pts)
-            ax.errorbar([p[0] for p in pts], [p[1] for p in pts], yerr=[p[2] or 0.0 for p in pts],
-                        marker="o", capsize=3, label=label)
-        ax.axhline(0.0, color="grey", lw=0.8)
-        ax.set_xlabel(xlabel)
-        ax.set_ylabel(ylabel)
-        ax.set_title(title)
-        ax.grid(alpha=0.3)
-        ax.legend(fontsize=8)
-        fig.tight_layout()
-        path = out_dir / f"{name}.png"
-        fig.savefig(path, dpi=int(cfg.plots.dpi))
-        plt.close(fig)
-        done[name] = str(path)
+        done[name] = _line_plot(out_dir / f"{name}.png", series, xlabel, ylabel, title, int(cfg.plots.dpi),
+                                zero_line=True)
 
     series: dict[str, list[tuple]] = defaultdict(list)
     for g in gap_rows:
-        if _is_number(g.get("instruct_samples")):
+        if is_number(g.get("instruct_samples")):
             extra = " ".join(f"{k}={g[k]}" for k in ("model", "num_docs") if k in g and g[k] is not None)
             series[f"{g.get('preserve')} {extra}".strip()].append((g["instruct_samples"], g["gap"], g["stderr"]))
     draw("gap_vs_instruct_samples", {k: v for k, v in series.items()}, f"{cfg.metric} gap",

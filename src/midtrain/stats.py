@@ -26,9 +26,16 @@ from typing import Any
 
 import numpy as np
 
+from midtrain.tracking.conditions import COMPARISONS
+
 CONFIDENCE = 0.95
 N_RESAMPLES = 9999
 BOOTSTRAP_SEED = 0
+
+
+def is_number(x: Any) -> bool:
+    """A finite real number (bools, NaN and infinities are not)."""
+    return isinstance(x, (int, float)) and not isinstance(x, bool) and math.isfinite(x)
 
 
 def mean_stderr(values: Sequence[float]) -> dict:
@@ -197,7 +204,7 @@ def seed_gap(a: Mapping[Any, float], b: Mapping[Any, float], confidence: float =
 
 
 def condition_gaps(rows: Sequence[Mapping], group_by: Sequence[str],
-                   comparisons: Sequence[tuple[str, str]] = (("treatment", "control"), ("treatment", "instruct_baseline")),
+                   comparisons: Sequence[tuple[str, str]] = COMPARISONS,
                    ignore: Sequence[str] = ("condition", "corpus", "universe")) -> list[dict]:
     """Paired-over-seeds differences between conditions for a report's rows.
 

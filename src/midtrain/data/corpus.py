@@ -8,7 +8,6 @@ documents and N documents are a prefix of N+k documents: doc-count sweeps compar
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 from typing import Any
 
@@ -16,6 +15,7 @@ import numpy as np
 from omegaconf import DictConfig, OmegaConf
 
 from midtrain.paths import RESOURCES_DIR
+from midtrain.tracking.rundir import iter_jsonl
 
 SOURCES = ("jsonl", "hf", "template")
 
@@ -35,23 +35,10 @@ def read_jsonl(path: str | Path, what: str = "corpus") -> list[dict]:
     if path.is_dir():
         raise ValueError(f"{what} file is a directory, not a JSONL file: {path}")
     rows: list[dict] = []
-    with open(path, "rb") as f:
-        for lineno, raw in enumerate(f, start=1):
-            if lineno == 1:
-                raw = raw.removeprefix(b"\xef\xbb\xbf")  # a UTF-8 byte-order mark (some editors write one)
-            try:
-                line = raw.decode("utf-8")
-            except UnicodeDecodeError as e:
-                raise ValueError(f"{path}:{lineno}: not UTF-8 ({e.reason} at byte {e.start})") from e
-            if not line.strip():
-                continue
-            try:
-                obj = json.loads(line)
-            except json.JSONDecodeError as e:
-                raise ValueError(f"{path}:{lineno}: not valid JSON ({e.msg})") from e
-            if not isinstance(obj, dict):
-                raise ValueError(f"{path}:{lineno}: expected a JSON object, got {type(obj).__name__}")
-            rows.append(obj)
+    for lineno, obj in iter_jsonl(path):
+        if not isinstance(obj, dict):
+            raise ValueError(f"{path}:{lineno}: expected a JSON object, got {type(obj).__name__}")
+        rows.append(obj)
     if not rows:
         raise ValueError(f"{what} file is empty: {path}")
     return rows

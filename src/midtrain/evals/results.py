@@ -10,29 +10,14 @@ every grade parses: per-sample epochs reduced by mean, then means over questions
 
 from __future__ import annotations
 
-import math
 from collections import defaultdict
 from typing import Any
 
 from inspect_ai.log import EvalLog
 
+from midtrain.stats import is_number, mean_stderr
+
 OVERALL = "overall"
-
-
-def _finite(x: Any) -> bool:
-    return isinstance(x, (int, float)) and not isinstance(x, bool) and math.isfinite(x)
-
-
-def _mean(xs: list[float]) -> float:
-    return sum(xs) / len(xs)
-
-
-def _stderr(xs: list[float]) -> float | None:
-    """Standard error of the mean (sample std, n-1); None when it is undefined (n < 2)."""
-    if len(xs) < 2:
-        return None
-    m = _mean(xs)
-    return math.sqrt(sum((x - m) ** 2 for x in xs) / (len(xs) - 1) / len(xs))
 
 
 def summarize_graded(log: EvalLog, max_missing_share: float = 0.1) -> dict:
@@ -82,26 +67,27 @@ def summarize_graded(log: EvalLog, max_missing_share: float = 0.1) -> dict:
             by_dim_counts[dim]["attempted"] += int(c.get("attempted", 0))
             by_dim_counts[dim]["unparseable"] += int(c.get("unparseable", 0))
         value = score.value
-        if not isinstance(value, dict) or not _finite(value.get(OVERALL)):
+        if not isinstance(value, dict) or not is_number(value.get(OVERALL)):
             continue  # unscored: every grade for this epoch unparseable
         overall_by_id[s.id].append(float(value[OVERALL]))
         for dim, v in value.items():
-            if dim != OVERALL and _finite(v):
+            if dim != OVERALL and is_number(v):
                 dims_by_id[s.id][dim].append(float(v))
     unscored_ids = all_ids - set(overall_by_id) - failed_ids
 
-    per_sample = [_mean(v) for v in overall_by_id.values()]
+    per_sample = [mean_stderr(v)["mean"] for v in overall_by_id.values()]
     per_dim: dict[str, list[float]] = defaultdict(list)
     for dims in dims_by_id.values():
         for dim, vals in dims.items():
-            per_dim[dim].append(_mean(vals))
+            per_dim[dim].append(mean_stderr(vals)["mean"])
 
     total = len(all_ids)
     out: dict[str, Any] = {}
     if per_sample:
-        out["overall_mean"] = _mean(per_sample)
-        out["stderr"] = _stderr(per_sample)
-        out["by_dimension"] = {d: _mean(v) for d, v in sorted(per_dim.items())}
+        overall = mean_stderr(per_sample)
+        out["overall_mean"] = overall["mean"]
+        out["stderr"] = overall["stderr"]  # over questions; None for one question
+        out["by_dimension"] = {d: mean_stderr(v)["mean"] for d, v in sorted(per_dim.items())}
     out["samples"] = len(per_sample)
     out["samples_total"] = total
     out["samples_failed"] = len(failed_ids)
@@ -133,7 +119,7 @@ def summarize_metrics(log: EvalLog) -> dict:
     for es in scores:
         for name, m in es.metrics.items():
             key = name if len(scores) == 1 else f"{es.name}/{name}"
-            if _finite(m.value):
+            if is_number(m.value):
                 metrics[key] = float(m.value)
     out: dict[str, Any] = {
         "metrics": metrics,

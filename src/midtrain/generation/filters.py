@@ -11,6 +11,8 @@ import re
 from dataclasses import dataclass
 from typing import Iterable, Sequence
 
+import numpy as np
+
 # Token counts for statistics and length profiles: words and punctuation marks. A proxy that
 # needs no tokenizer download; the same function measures treatment and control.
 _TOKEN_RE = re.compile(r"\w+|[^\w\s]")
@@ -22,6 +24,16 @@ def count_tokens(text: str) -> int:
 
 def count_words(text: str) -> int:
     return len(text.split())
+
+
+def length_stats(values: Sequence[int]) -> dict:
+    """A length profile: count, mean, std, min, p10, median, p90, max and total (`{"n": 0}` if empty)."""
+    if not values:
+        return {"n": 0}
+    a = np.asarray(values, dtype=float)
+    return {"n": int(a.size), "mean": round(float(a.mean()), 2), "std": round(float(a.std()), 2),
+            "min": int(a.min()), "p10": float(np.percentile(a, 10)), "median": float(np.median(a)),
+            "p90": float(np.percentile(a, 90)), "max": int(a.max()), "total": int(a.sum())}
 
 
 @dataclass(frozen=True)

@@ -23,6 +23,7 @@ from typing import Any, Callable
 
 from tqdm.auto import tqdm
 
+from midtrain.tracking.rundir import iter_jsonl
 from midtrain.tracking.secrets import scrub_secrets
 
 log = logging.getLogger(__name__)
@@ -39,19 +40,20 @@ class StageStore:
             self._load()
 
     def _load(self) -> None:
-        raw = self.path.read_bytes()
-        for line in raw.splitlines():
-            if not line.strip():
-                continue
+        def corrupt(lineno: int, reason: str) -> None:
+            self.corrupt_lines += 1
+
+        # A line cut short by a crash mid-write is corrupt: its request is simply redone.
+        for lineno, rec in iter_jsonl(self.path, on_bad=corrupt):
             try:
-                rec = json.loads(line)
                 self.records[rec["key"]] = rec
-            except (json.JSONDecodeError, KeyError, TypeError):
-                # A line cut short by a crash mid-write: its request is simply redone.
-                self.corrupt_lines += 1
-        if raw and not raw.endswith(b"\n"):
-            with open(self.path, "ab") as f:  # so the next append starts on a fresh line
-                f.write(b"\n")
+            except (KeyError, TypeError):
+                corrupt(lineno, "no key")
+        with open(self.path, "rb+") as f:  # so the next append starts on a fresh line
+            if f.seek(0, os.SEEK_END):
+                f.seek(-1, os.SEEK_END)
+                if f.read(1) != b"\n":
+                    f.write(b"\n")
 
     def __contains__(self, key: str) -> bool:
         return key in self.records

@@ -5,6 +5,7 @@ from midtrain.tracking.rundir import (
     RunDirLocked,
     atomic_write_json,
     atomic_write_text,
+    iter_jsonl,
     read_json,
 )
 from midtrain.tracking.secrets import redact_config, scrub_secrets
@@ -14,6 +15,7 @@ __all__ = [
     "RunDirLocked",
     "atomic_write_json",
     "atomic_write_text",
+    "iter_jsonl",
     "read_json",
     "redact_config",
     "scrub_secrets",

@@ -22,13 +22,14 @@ from typing import Any
 
 from omegaconf import DictConfig, OmegaConf, open_dict
 
+from midtrain.tracking.nested import flatten, select
+
 # Keys that cannot change a run's numbers. Dotted keys name one setting inside a group;
 # a top-level name drops the whole group. Everything not listed is part of the identity.
 EXCLUDE: tuple[str, ...] = (
     "hydra",              # Hydra's own node (launcher, sweeper, output dirs)
     "paths",              # where runs, corpora and caches live
     "logger",             # csv / wandb / none, project, entity
-    "logger_entity",
     "slurm",              # cluster account, partition, qos (conf/local)
     "run_id",             # derived from the identity
     "run_dir",
@@ -62,14 +63,6 @@ def _drop(tree: dict, dotted: str) -> None:
         del tree[head]
     elif isinstance(tree[head], dict):
         _drop(tree[head], rest)
-
-
-def _get(tree: Any, dotted: str) -> Any:
-    for part in dotted.split("."):
-        if not isinstance(tree, dict) or part not in tree:
-            return None
-        tree = tree[part]
-    return tree
 
 
 def file_fingerprint(path: str | os.PathLike) -> str:
@@ -129,7 +122,7 @@ def _universe_file(name: Any) -> Any:
 def _by_content(tree: dict) -> None:
     """Replace file paths by content hashes in every group that reads a file."""
     for group in _FILE_GROUPS:
-        node = _get(tree, group)
+        node = select(tree, group)
         if not isinstance(node, dict):
             continue
         if "path" in node:
@@ -214,15 +207,6 @@ def cell_hash(cfg: DictConfig | Mapping) -> str:
     """The hash of everything but the training seed and what derives from it: runs a report
     may average over."""
     return digest(canonical(_seed_fixed(cfg), (*EXCLUDE, "seed")))
-
-
-def flatten(tree: Any, prefix: str = "") -> dict[str, Any]:
-    if isinstance(tree, dict) and tree:
-        out: dict[str, Any] = {}
-        for k, v in tree.items():
-            out.update(flatten(v, f"{prefix}.{k}" if prefix else str(k)))
-        return out
-    return {prefix: tree}
 
 
 def settings_diff(cfg: DictConfig | Mapping, defaults: DictConfig | Mapping | None) -> dict[str, Any]:

@@ -16,12 +16,14 @@ import os
 import socket
 import tempfile
 import time
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
 from omegaconf import DictConfig, OmegaConf
 
+from midtrain.tracking.nested import merge
 from midtrain.tracking.secrets import redact_config
 
 log = logging.getLogger(__name__)
@@ -85,15 +87,47 @@ def read_json(path: str | os.PathLike) -> Any:
         raise ValueError(f"{path}: not valid JSON ({e})") from e
 
 
-def deep_merge(base: dict, update: dict) -> dict:
-    """Recursively merge `update` into a copy of `base` (dicts merge, other values replace)."""
-    out = dict(base)
-    for k, v in update.items():
-        if isinstance(v, dict) and isinstance(out.get(k), dict):
-            out[k] = deep_merge(out[k], v)
-        else:
-            out[k] = v
-    return out
+def iter_jsonl(path: str | os.PathLike, on_bad: Callable[[int, str], None] | None = None
+               ) -> Iterator[tuple[int, Any]]:
+    """`(line number, value)` for every non-blank line of a JSONL file.
+
+    Lines split at newlines only (a JSON string may hold U+2028 and other line separators); a
+    UTF-8 byte-order mark is dropped. A line that is not UTF-8 or not JSON raises an error
+    naming `file:line`, or, with `on_bad`, is passed to `on_bad(line number, reason)` and
+    skipped (a crash-tolerant log whose last line may be cut short).
+    """
+    path = Path(path)
+    with open(path, "rb") as f:
+        for lineno, raw in enumerate(f, start=1):
+            if lineno == 1:
+                raw = raw.removeprefix(b"\xef\xbb\xbf")  # a UTF-8 byte-order mark (some editors write one)
+            try:
+                line = raw.decode("utf-8")
+                value = json.loads(line) if line.strip() else _BLANK
+            except UnicodeDecodeError as e:
+                reason = f"not UTF-8 ({e.reason} at byte {e.start})"
+            except json.JSONDecodeError as e:
+                reason = f"not valid JSON ({e.msg})"
+            else:
+                if value is not _BLANK:
+                    yield lineno, value
+                continue
+            if on_bad is None:
+                raise ValueError(f"{path}:{lineno}: {reason}")
+            on_bad(lineno, reason)
+
+
+_BLANK = object()
+
+
+class _Entry:
+    """A fixed path inside the run directory, read as an attribute (`run.hf`)."""
+
+    def __init__(self, *parts: str):
+        self.parts = parts
+
+    def __get__(self, run: "RunDir | None", owner: type) -> Any:
+        return self if run is None else run.path.joinpath(*self.parts)
 
 
 class RunDir:
@@ -108,37 +142,14 @@ class RunDir:
         return cls(Path(str(cfg.run_dir)).expanduser().absolute())
 
     # Layout -------------------------------------------------------------------------
-    @property
-    def config_path(self) -> Path:
-        return self.path / "config.yaml"
-
-    @property
-    def checkpoints(self) -> Path:
-        return self.path / "checkpoints"
-
-    @property
-    def last_checkpoint(self) -> Path:
-        return self.checkpoints / "last.ckpt"
-
-    @property
-    def hf(self) -> Path:
-        return self.path / "hf"
-
-    @property
-    def eval_dir(self) -> Path:
-        return self.path / "eval"
-
-    @property
-    def metrics_path(self) -> Path:
-        return self.path / "metrics.json"
-
-    @property
-    def done_path(self) -> Path:
-        return self.path / "DONE"
-
-    @property
-    def lock_path(self) -> Path:
-        return self.path / ".lock"
+    config_path = _Entry("config.yaml")
+    checkpoints = _Entry("checkpoints")
+    last_checkpoint = _Entry("checkpoints", "last.ckpt")
+    hf = _Entry("hf")
+    eval_dir = _Entry("eval")
+    metrics_path = _Entry("metrics.json")
+    done_path = _Entry("DONE")
+    lock_path = _Entry(".lock")
 
     # State --------------------------------------------------------------------------
     def is_done(self) -> bool:
@@ -210,9 +221,6 @@ class RunDir:
                   "time": time.strftime("%Y-%m-%dT%H:%M:%S%z")}
         atomic_write_text(self.done_path, json.dumps(record) + "\n")
 
-    def clear_done(self) -> None:
-        self.done_path.unlink(missing_ok=True)
-
     def read_metrics(self) -> dict:
         return read_json(self.metrics_path) if self.metrics_path.exists() else {}
 
@@ -221,7 +229,7 @@ class RunDir:
 
     def update_metrics(self, update: dict) -> dict:
         """Merge `update` into metrics.json (atomically) and return the result."""
-        merged = deep_merge(self.read_metrics(), update)
+        merged = merge(self.read_metrics(), update)
         self.write_metrics(merged)
         return merged
 

@@ -30,6 +30,8 @@ from typing import Any
 
 from omegaconf import DictConfig, OmegaConf
 
+from midtrain.tracking.conditions import CONDITION_KEYS
+from midtrain.tracking.nested import flatten
 from midtrain.tracking.provenance import wandb_provenance
 from midtrain.tracking.rundir import atomic_write_json, read_json
 from midtrain.tracking.secrets import redact_config
@@ -37,16 +39,6 @@ from midtrain.tracking.secrets import redact_config
 log = logging.getLogger(__name__)
 
 WANDB_IDS_FILE = "wandb_ids.json"
-# Condition keys that become W&B tags (`key=value`), with where each lives in the config.
-TAG_KEYS: tuple[tuple[str, str], ...] = (
-    ("condition", "condition"),
-    ("corpus", "corpus.name"),
-    ("num_docs", "corpus.num_docs"),
-    ("instruct_samples", "instruct.samples"),
-    ("seed", "seed"),
-    ("model", "model.name"),
-    ("preserve", "preserve.name"),
-)
 _MODES = ("online", "offline", "disabled")
 
 
@@ -72,7 +64,7 @@ def wandb_run_id(run_dir: str | os.PathLike, stage: str) -> str:
 def condition_tags(cfg: DictConfig) -> list[str]:
     """``key=value`` tags for the condition keys present in ``cfg`` (absent or null keys are skipped)."""
     tags = []
-    for name, key in TAG_KEYS:
+    for name, key in CONDITION_KEYS.items():
         value = OmegaConf.select(cfg, key, default=None)
         if value is not None and value != "":
             tags.append(f"{name}={value}"[:64])  # W&B limits tags to 64 characters
@@ -176,16 +168,8 @@ def flatten_metrics(metrics: Mapping[str, Any], prefix: str = "", sep: str = "/"
 
     Only numbers and strings are kept; lists and nulls are dropped (W&B summaries are scalars).
     """
-    out: dict[str, Any] = {}
-    for key, value in metrics.items():
-        name = f"{prefix}{sep}{key}" if prefix else str(key)
-        if isinstance(value, Mapping):
-            out.update(flatten_metrics(value, name, sep))
-        elif isinstance(value, bool) or value is None or isinstance(value, (list, tuple)):
-            continue
-        elif isinstance(value, (int, float, str)):
-            out[name] = value
-    return out
+    flat = flatten({prefix: metrics} if prefix else metrics, sep)
+    return {k: v for k, v in flat.items() if isinstance(v, (int, float, str)) and not isinstance(v, bool)}
 
 
 def log_summary(run, metrics: Mapping[str, Any], prefix: str = "") -> dict[str, Any]:
