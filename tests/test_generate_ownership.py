@@ -100,13 +100,13 @@ def test_every_preset_names_a_provider_with_an_extra():
     import tomllib
 
     from midtrain.paths import CONF_DIR
-    from midtrain.providers import PROVIDER_CLIENTS
+    from midtrain.providers import PROVIDERS
 
     extras = tomllib.loads((CONF_DIR.parent / "pyproject.toml").read_text())["project"]["optional-dependencies"]
-    for _, extra in PROVIDER_CLIENTS.values():
-        assert extra in extras
+    for p in PROVIDERS.values():
+        assert p.extra in extras if p.client else p.extra is None
     for preset in ("claude", "vllm"):
         text = (CONF_DIR / "generator" / f"{preset}.yaml").read_text()
         provider = "anthropic" if preset == "claude" else "vllm"
         assert f"{provider}/" in text or preset == "vllm"
-        assert PROVIDER_CLIENTS[provider][1] in extras
+        assert PROVIDERS[provider].extra in extras

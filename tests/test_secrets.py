@@ -18,12 +18,38 @@ CANARY = "CANARYq7Zxsecret01"
 
 
 def test_the_generators_key_table_is_the_scrubbers_table():
-    from midtrain import generate
+    from midtrain import providers
 
-    assert generate.PROVIDER_API_KEYS is secrets.PROVIDER_API_KEYS
-    assert set(secrets.PROVIDER_API_KEYS.values()) <= set(secrets.SECRET_ENV_VARS)
+    assert {p.keys[0] for p in providers.PROVIDERS.values() if p.needs_key} <= set(secrets.SECRET_ENV_VARS)
+    assert set(providers.key_variables()) <= set(secrets.SECRET_ENV_VARS)
     for var in ("XAI_API_KEY", "DEEPSEEK_API_KEY", "FIREWORKS_API_KEY", "OPENROUTER_API_KEY", "PERPLEXITY_API_KEY"):
         assert var in secrets.SECRET_ENV_VARS
+
+
+def test_one_provider_table_drives_the_key_check_and_the_scrubber(monkeypatch, tmp_path):
+    """A provider added to the table is checked for its key before generation and has every
+    variable it names scrubbed, though no name looks secret to the name heuristics."""
+    from hydra import compose, initialize_config_dir
+
+    from midtrain import providers
+    from midtrain.generate import validate
+    from midtrain.paths import CONF_DIR
+
+    monkeypatch.setitem(providers.PROVIDERS, "acme", providers.Provider(("ACME_LOGIN_CODE", "ACME_OTHER_CODE")))
+    for var in ("ACME_LOGIN_CODE", "ACME_OTHER_CODE"):
+        monkeypatch.delenv(var, raising=False)
+        assert not secrets.is_secret_key(var)
+    with initialize_config_dir(config_dir=str(CONF_DIR), version_base="1.3"):
+        cfg = compose("generate", overrides=["generator=llm", "generator.model=acme/m1", "num_docs=2",
+                                             f"out_dir={tmp_path}"])
+    with pytest.raises(ValueError, match="needs the API key in the environment variable ACME_LOGIN_CODE"):
+        validate(cfg)
+    monkeypatch.setenv("ACME_LOGIN_CODE", CANARY)
+    monkeypatch.setenv("ACME_OTHER_CODE", CANARY[::-1])
+    validate(cfg)
+    assert {"ACME_LOGIN_CODE", "ACME_OTHER_CODE"} <= set(secrets.secret_env_vars())
+    out = redact_config({"note": f"a {CANARY} b", "args": [f"x={CANARY[::-1]}"]})
+    assert out == {"note": f"a {REDACTED} b", "args": [f"x={REDACTED}"]}
 
 
 @pytest.mark.parametrize("var", ["ANTHROPIC_API_KEY", "OPENAI_API_KEY", "GOOGLE_API_KEY", "MISTRAL_API_KEY", "GROQ_API_KEY",

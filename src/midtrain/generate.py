@@ -12,7 +12,6 @@ from __future__ import annotations
 import hashlib
 import json
 import logging
-import os
 from collections import Counter
 from pathlib import Path
 from typing import Any, Sequence
@@ -28,9 +27,8 @@ from midtrain.generation.match import load_match
 from midtrain.generation.universe import Universe, universe_from_mapping
 from midtrain.generation.variety import diversity_stats
 from midtrain.paths import CONF_DIR
-from midtrain.providers import check_client
+from midtrain.providers import check_client, check_model_access
 from midtrain.tracking import atomic_write_json, atomic_write_text, read_json, redact_config
-from midtrain.tracking.secrets import PROVIDER_API_KEYS  # provider -> key variable, shared with the scrubber
 
 log = logging.getLogger(__name__)
 
@@ -46,22 +44,6 @@ def _filters(cfg: DictConfig) -> FilterConfig:
         return FilterConfig(**f)
     except TypeError as e:
         raise ValueError(f"filters: unexpected key ({e})") from e
-
-
-def check_model_access(model_name: Any, model_args: dict | None = None) -> str:
-    """Check a model name's form and its provider's API key; return the provider.
-
-    The error names the missing environment variable, never a key's value.
-    """
-    if not isinstance(model_name, str) or "/" not in model_name:
-        raise ValueError(f"generator.model must be '<provider>/<model>' (e.g. anthropic/claude-sonnet-4-5), "
-                         f"got {model_name!r}")
-    provider = model_name.split("/", 1)[0]
-    env = PROVIDER_API_KEYS.get(provider)
-    if env and not os.environ.get(env) and not (model_args or {}).get("api_key"):
-        raise ValueError(f"generator.model={model_name!r} needs the API key in the environment variable "
-                         f"{env}, which is not set")
-    return provider
 
 
 def _model_args(gen: DictConfig) -> dict:

@@ -1,8 +1,9 @@
 """Keep API keys and tokens out of configs on disk, logs, W&B and checkpoints.
 
-One table says which environment variables carry secrets: `PROVIDER_API_KEYS` (the key each
-model provider reads, which is also what `midtrain-generate` checks before the first
-request) plus `OTHER_SECRET_ENV_VARS`. Redaction then works three ways, on every string of a
+One table says which environment variables carry secrets: the provider table
+(`midtrain.providers.PROVIDERS`, every key and token variable of each model provider, the
+same table `midtrain-generate` checks keys against before the first request) plus
+`OTHER_SECRET_ENV_VARS`. Redaction then works three ways, on every string of a
 config wherever it sits (mapping values, list items, nested overrides such as
 `stages.evaluate.overrides`):
 
@@ -21,36 +22,28 @@ import os
 import re
 from typing import Any
 
+from midtrain.providers import key_variables
+
 REDACTED = "<redacted>"
 
-# Environment variable each hosted model provider reads its key from (inspect-ai's names).
-PROVIDER_API_KEYS: dict[str, str] = {
-    "anthropic": "ANTHROPIC_API_KEY",
-    "openai": "OPENAI_API_KEY",
-    "google": "GOOGLE_API_KEY",
-    "mistral": "MISTRAL_API_KEY",
-    "groq": "GROQ_API_KEY",
-    "together": "TOGETHER_API_KEY",
-    "grok": "XAI_API_KEY",
-    "deepseek": "DEEPSEEK_API_KEY",
-    "fireworks": "FIREWORKS_API_KEY",
-    "openrouter": "OPENROUTER_API_KEY",
-    "perplexity": "PERPLEXITY_API_KEY",
-}
-# Other environment variables whose values are secrets.
+# Environment variables whose values are secrets besides the model providers' keys and tokens
+# (`midtrain.providers.PROVIDERS`).
 OTHER_SECRET_ENV_VARS: tuple[str, ...] = (
-    "GEMINI_API_KEY",
-    "AZUREAI_API_KEY",
-    "AZURE_OPENAI_API_KEY",
-    "CLOUDFLARE_API_TOKEN",
     "AWS_SECRET_ACCESS_KEY",
     "AWS_SESSION_TOKEN",
-    "HF_TOKEN",
+    "AWS_BEARER_TOKEN_BEDROCK",
     "HUGGING_FACE_HUB_TOKEN",
     "WANDB_API_KEY",
 )
-# Environment variables whose values must never be written anywhere.
-SECRET_ENV_VARS: tuple[str, ...] = tuple(dict.fromkeys((*PROVIDER_API_KEYS.values(), *OTHER_SECRET_ENV_VARS)))
+
+
+def secret_env_vars() -> tuple[str, ...]:
+    """Environment variables whose values must never be written anywhere: every key variable
+    of the provider table, then `OTHER_SECRET_ENV_VARS`."""
+    return tuple(dict.fromkeys((*key_variables(), *OTHER_SECRET_ENV_VARS)))
+
+
+SECRET_ENV_VARS: tuple[str, ...] = secret_env_vars()
 
 # Key names whose values are secrets wherever they appear in a config.
 _SECRET_KEY = re.compile(r"(api[_-]?key|token|secret|password|passwd|credential|auth(?!or))", re.I)
@@ -82,7 +75,7 @@ def is_secret_key(key: str) -> bool:
 
 def _secret_env_values() -> list[str]:
     """Values of the listed secret variables and of any variable with a secret-looking name."""
-    names = set(SECRET_ENV_VARS) | {k for k in os.environ if is_secret_key(k)}
+    names = set(secret_env_vars()) | {k for k in os.environ if is_secret_key(k)}
     values = {os.environ.get(n) or "" for n in names}
     return sorted((v for v in values if len(v) >= 8), key=len, reverse=True)
 
