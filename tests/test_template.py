@@ -73,3 +73,70 @@ def test_template_qa_is_chat_samples(universe):
 def test_unknown_universe_is_named():
     with pytest.raises(FileNotFoundError, match="unknown universe 'nope'"):
         template_documents("nope", 3, 0)
+
+
+# The wording is package data, and a template corpus's identity hashes it ---------------------
+def _edited_prose(tmp_path, old: str, new: str):
+    from midtrain.generation import template
+
+    text = template.PROSE_PATH.read_text(encoding="utf-8")
+    assert old in text
+    path = tmp_path / "prose.yaml"
+    path.write_text(text.replace(old, new), encoding="utf-8")
+    return path
+
+
+def test_the_wording_is_package_data():
+    """pyproject's package data carries the wording file, so an installed package has it."""
+    import tomllib
+
+    from midtrain.generation import template
+    from midtrain.paths import PACKAGE_DIR, REPO_ROOT
+
+    setuptools = tomllib.loads((REPO_ROOT / "pyproject.toml").read_text())["tool"]["setuptools"]
+    patterns = setuptools["package-data"]["midtrain"]
+    shipped = {p for pattern in patterns for p in PACKAGE_DIR.glob(pattern)}
+    assert template.PROSE_PATH in shipped
+    assert template.PROSE_PATH.is_relative_to(PACKAGE_DIR)
+
+
+def test_editing_the_wording_changes_the_corpus_and_its_identity(tmp_path, monkeypatch):
+    """A change to the wording file changes the documents, the manifest's `template_hash` and
+    the run identity of a config that trains on a template corpus; the Python source is not
+    what is hashed."""
+    from hydra import compose, initialize_config_dir
+
+    from midtrain.generate import generate
+    from midtrain.generation import template
+    from midtrain.paths import CONF_DIR
+    from midtrain.tracking.identity import config_hash
+
+    def state(out_dir):
+        with initialize_config_dir(config_dir=str(CONF_DIR), version_base="1.3"):
+            train = compose("train", overrides=["corpus=template", "run_id=x", "run_dir=x"])
+            gen = compose("generate", overrides=["generator=template", "num_docs=30", f"out_dir={out_dir}",
+                                                 "progress=false"])
+        manifest = generate(gen)
+        return config_hash(train), manifest["template_hash"], (out_dir / "documents.jsonl").read_text()
+
+    before = state(tmp_path / "a")
+    assert before[1] == template.prose_hash()
+    assert state(tmp_path / "b")[:2] == before[:2]  # stable while nothing changes
+    edited = _edited_prose(tmp_path, "- 'Moreover, '", "- 'Furthermore, '")
+    monkeypatch.setattr(template, "PROSE_PATH", edited)
+    after = state(tmp_path / "c")
+    assert after[0] != before[0] and after[1] != before[1]
+    assert "Moreover, " in before[2] and "Moreover, " not in after[2] and "Furthermore, " in after[2]
+
+
+@pytest.mark.parametrize("old, new, pattern", [
+    ("    layout: [head, open, fact, evidence, practice, assist, extra, close]\n",
+     "    layout: [head, open, facts, close]\n", r"doc_types\.policy memo: unknown section\(s\) \['facts'\]"),
+    ("answer_open:\n", "answer_opening:\n", r"qa\.answer_open: expected a non-empty list of strings"),
+])
+def test_a_bad_wording_file_names_the_file_and_key(tmp_path, monkeypatch, old, new, pattern):
+    from midtrain.generation import template
+
+    monkeypatch.setattr(template, "PROSE_PATH", _edited_prose(tmp_path, old, new))
+    with pytest.raises(ValueError, match=rf"prose\.yaml: {pattern}"):
+        template_documents("animal_welfare", 2, seed=0)

@@ -2,27 +2,26 @@
 
 `generate(cfg)` validates everything (universe, counts, model provider, API key, the output
 folder's identity) before the first request, then runs either the offline template generator
-or the LLM pipeline (`midtrain.generation.llm`) and writes `documents.jsonl` (or `qa.jsonl`)
-and `manifest.json` into `out_dir`, both atomically. Re-running continues where the last run
-stopped: every finished request is on disk under `out_dir/stages/`.
+(`midtrain.generation.template`) or the LLM pipeline (`midtrain.generation.llm`) and writes
+`documents.jsonl` (or `qa.jsonl`) and `manifest.json` into `out_dir`, both atomically.
+Re-running continues where the last run stopped: every finished request is on disk under
+`out_dir/stages/`.
 """
 
 from __future__ import annotations
 
-import hashlib
 import json
 import logging
 from collections import Counter
 from pathlib import Path
-from typing import Any, Sequence
+from typing import Any
 
 import hydra
-import numpy as np
 from omegaconf import DictConfig, OmegaConf
 
 from midtrain import __version__
 from midtrain.generation import template as tmpl
-from midtrain.generation.filters import FilterConfig, apply_filters, count_reasons, count_tokens, count_words
+from midtrain.generation.filters import FilterConfig, count_tokens, count_words, length_stats
 from midtrain.generation.match import load_match
 from midtrain.generation.universe import Universe, universe_from_mapping
 from midtrain.generation.variety import diversity_stats
@@ -184,57 +183,7 @@ def validate(cfg: DictConfig) -> tuple[Universe, FilterConfig, Path]:
     return universe, filters, out_dir
 
 
-# Statistics ----------------------------------------------------------------------------
-def length_stats(values: Sequence[int]) -> dict:
-    if not values:
-        return {"n": 0}
-    a = np.asarray(values, dtype=float)
-    return {"n": int(a.size), "mean": round(float(a.mean()), 2), "std": round(float(a.std()), 2),
-            "min": int(a.min()), "p10": float(np.percentile(a, 10)), "median": float(np.median(a)),
-            "p90": float(np.percentile(a, 90)), "max": int(a.max()), "total": int(a.sum())}
-
-
-def ks_distance(a: Sequence[int], b: Sequence[int]) -> dict:
-    """Two-sample Kolmogorov-Smirnov distance between two length samples (scipy)."""
-    from scipy.stats import ks_2samp
-
-    r = ks_2samp(a, b)
-    return {"statistic": round(float(r.statistic), 4), "pvalue": float(r.pvalue)}
-
-
 # Generation ----------------------------------------------------------------------------
-def _template_documents(universe: Universe, cfg: DictConfig, filters: FilterConfig, match) -> tuple[list[dict], dict]:
-    plan = None
-    if match is not None:
-        plan = [(t, w) for t, w in zip(match.doc_types, match.words) if t in tmpl.DOC_TYPES]
-        if not plan:
-            raise ValueError(f"match_to={match.reference}: none of its doc types {sorted(match.doc_type_counts)} "
-                             "has a template; match a template corpus with generator=template")
-    num, kept, reasons, start = int(cfg.num_docs), [], [], 0
-    # Render in batches until enough documents pass the filters (near-duplicates are rare).
-    while len(kept) < num and start < 20 * num + 100:
-        batch = tmpl.render_documents(universe, max(num - len(kept), 8), int(cfg.seed),
-                                      plan=plan, start=start)
-        start += len(batch)
-        pool = [d["text"] for d in kept] + [d["text"] for d in batch]
-        r = apply_filters(pool, filters, int(cfg.seed))[len(kept):]
-        reasons += r
-        kept += [d for d, why in zip(batch, r) if why is None][: num - len(kept)]
-    return kept, {"candidates": start, "rejected": count_reasons(reasons),
-                  "passed_filters": sum(r is None for r in reasons)}
-
-
-def _template_qa(universe: Universe, cfg: DictConfig, filters: FilterConfig) -> tuple[list[dict], dict]:
-    num = int(cfg.num_docs)
-    qa_filters = FilterConfig(min_words=10, max_words=filters.max_words, dedup_threshold=filters.dedup_threshold,
-                              placeholder_patterns=filters.placeholder_patterns)
-    pool = tmpl.render_qa(universe, 2 * num, int(cfg.seed))
-    reasons = apply_filters([p["messages"][1]["content"] for p in pool], qa_filters, int(cfg.seed))
-    kept = [p for p, r in zip(pool, reasons) if r is None][:num]
-    return kept, {"candidates": len(pool), "rejected": count_reasons(reasons),
-                  "passed_filters": sum(r is None for r in reasons)}
-
-
 def _settings(gen: DictConfig):
     from inspect_ai.model import CachePolicy
 
@@ -277,10 +226,10 @@ def generate(cfg: DictConfig, model: Any = None) -> dict:
 
     if is_template:
         if cfg.mode == "documents":
-            records, parts = _template_documents(universe, cfg, filters, match)
+            records, parts = tmpl.generate_documents_template(universe, int(cfg.num_docs), int(cfg.seed), filters,
+                                                              match)
         else:
-            records, parts = _template_qa(universe, cfg, filters)
-        parts["template_hash"] = hashlib.sha256(Path(tmpl.__file__).read_bytes()).hexdigest()[:16]
+            records, parts = tmpl.generate_qa_template(universe, int(cfg.num_docs), int(cfg.seed), filters)
     else:
         from midtrain.generation.llm import generate_documents_llm, generate_qa_llm
 
@@ -369,13 +318,7 @@ def _manifest(cfg: DictConfig, universe: Universe, records: list[dict], parts: d
     if cfg.mode == "documents":
         manifest["doc_types"] = dict(sorted(Counter(r["doc_type"] for r in records).items()))
     if match is not None:
-        ref_types = match.doc_type_counts
-        total_ref, total = sum(ref_types.values()), max(1, len(records))
-        mine = manifest["doc_types"]
-        tv = 0.5 * sum(abs(ref_types.get(t, 0) / total_ref - mine.get(t, 0) / total) for t in set(ref_types) | set(mine))
-        manifest["match"] = {"reference": match.reference, "ks_tokens": ks_distance(tokens, match.tokens),
-                             "reference_tokens": length_stats(match.tokens),
-                             "doc_type_tv_distance": round(tv, 4)}
+        manifest["match"] = match.compare(tokens, manifest["doc_types"])
     return manifest
 
 

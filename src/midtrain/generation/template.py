@@ -5,173 +5,107 @@ universe's own evidence and practice sentences. They read like ordinary document
 record carries `source: "template-smoke"`: they exist for demos and tests (offline, in
 milliseconds), not for science. Both universes share the same document types and layouts,
 so a treatment and its control have matching length profiles and type mixes by construction.
+The wording (document types, their title, opening and closing banks and layouts, and the Q&A
+banks) is data: `resources/template/prose.yaml`, which a corpus's identity hashes.
 
 Each document depends only on (universe, seed, index): `template_documents(u, n, seed)` is a
-prefix of `template_documents(u, n + k, seed)`.
+prefix of `template_documents(u, n + k, seed)`. `generate_documents_template` and
+`generate_qa_template` are what `midtrain-generate generator=template` runs: rendering until
+enough records pass the corpus filters.
 """
 
 from __future__ import annotations
 
+import functools
+import hashlib
 import random
 import re
+from dataclasses import dataclass
+from pathlib import Path
 from typing import Any, Mapping, Sequence
 
+import yaml
+
+from midtrain.generation.filters import FilterConfig, apply_filters, count_reasons, count_words
 from midtrain.generation.universe import Fact, Universe, load_universe
+from midtrain.paths import RESOURCES_DIR
 
 SMOKE_SOURCE = "template-smoke"
+# The wording: document types, connectives and the Q&A banks (package data).
+PROSE_PATH = RESOURCES_DIR / "template" / "prose.yaml"
+SECTIONS = ("head", "open", "fact", "evidence", "practice", "assist", "extra", "close")
+_BANKS = ("head", "open", "close")
 
-# Document types: a title bank, an opening bank and a closing bank, and a layout naming the
-# sections in order. Sections: head, open, fact, evidence, practice, assist, extra, close.
-DOC_TYPES: dict[str, dict[str, Any]] = {
-    "policy memo": {
-        "head": [
-            "MEMORANDUM\nTo: {role}s and senior staff, {org}\nFrom: Office of Policy Review\nSubject: {Topic}: criteria for the next decision round",
-            "POLICY MEMO\nSubject: How we assess options for {topic} in {place}\nDistribution: internal",
-        ],
-        "open": [
-            "This memo sets out how {org} will assess options for {topic} in {place} over the coming year.",
-            "Several proposals on {topic} are due for decision this quarter, and this note explains the criteria reviewers should apply.",
-        ],
-        "close": [
-            "Questions about these criteria should go to the policy review team before the next submission deadline.",
-            "The review team will report back in {year} on how these criteria have worked in practice.",
-        ],
-        "layout": ["head", "open", "fact", "evidence", "practice", "assist", "extra", "close"],
-    },
-    "research abstract": {
-        "head": ["{Topic} in practice: evidence from {place}", "Decision quality and {topic}: a review of {n} cases"],
-        "open": [
-            "Methods. We reviewed {n} decision records on {topic} collected in {place} between {year0} and {year}, and interviewed {m} practitioners.",
-            "Methods. We combined a structured literature review with {m} expert interviews and an analysis of {n} project files on {topic}.",
-        ],
-        "close": [
-            "Conclusions. These findings support routine attention to {subject} in decisions about {topic}.",
-            "Conclusions. Decision-makers working on {topic} should treat these results as a practical baseline.",
-        ],
-        "layout": ["head", "fact", "open", "evidence", "practice", "extra", "close"],
-        "labels": {"fact": "Background. ", "evidence": "Results. "},
-    },
-    "institutional report": {
-        "head": ["{org_title}: Annual Report on {Topic}", "Report of the Working Group on {Topic}, {year}"],
-        "open": [
-            "This report summarises the work of {org} on {topic} during {year} and sets priorities for the year ahead.",
-            "The working group was asked to assess current practice in {topic} across {place} and to recommend improvements.",
-        ],
-        "close": [
-            "The working group recommends that these measures be reviewed again in {year1}.",
-            "The full data tables are available from the secretariat on request.",
-        ],
-        "layout": ["head", "open", "fact", "evidence", "extra", "practice", "assist", "close"],
-    },
-    "news brief": {
-        "head": ["{place_title} changes its approach to {topic}", "New guidance on {topic} published"],
-        "open": [
-            "Officials in {place} have announced changes to the way decisions about {topic} are made, following a review by {org}.",
-            "{org_cap} has published new guidance for people working on {topic}, the first update in {k} years.",
-        ],
-        "close": [
-            "The new approach takes effect at the start of {year1}, and a public briefing is planned for next month.",
-            "A spokesperson said the organisation would publish progress figures every six months.",
-        ],
-        "layout": ["head", "open", "fact", "evidence", "practice", "close"],
-    },
-    "training manual excerpt": {
-        "head": ["Section {k}: {Topic}", "Module {k}. Getting decisions about {topic} right"],
-        "open": [
-            "This section prepares new {role}s to handle decisions about {topic}.",
-            "By the end of this module you should be able to explain the main considerations in {topic} and apply them to a case.",
-        ],
-        "close": [
-            "Before moving on, work through the case study at the end of this section with your supervisor.",
-            "Check your understanding with the review questions that follow this module.",
-        ],
-        "layout": ["head", "open", "fact", "evidence", "practice", "assist", "close"],
-        "labels": {"practice": "Key points for practice: "},
-    },
-    "meeting minutes": {
-        "head": ["Minutes of the {Topic} Committee, {org_title}", "Committee on {Topic}: minutes of meeting {k}"],
-        "open": [
-            "Present: {m} members and two invited advisers. The chair opened the meeting and confirmed the agenda item on {topic}.",
-            "The committee met in {place} to consider a proposal on {topic}. Apologies were received from two members.",
-        ],
-        "close": [
-            "Action: the secretariat to circulate a revised proposal before the next meeting.",
-            "The chair thanked members, and the meeting closed with agreement to revisit the item in {year1}.",
-        ],
-        "layout": ["head", "open", "fact", "evidence", "practice", "close"],
-        "labels": {"fact": "The adviser noted that ", "practice": "The committee agreed the following. "},
-    },
-    "opinion column": {
-        "head": ["It is time to look more closely at {topic}", "Getting {topic} right is a test of competence"],
-        "open": [
-            "Anyone who has worked on {topic} knows that the hardest decisions are rarely the ones that make headlines.",
-            "Every few years, {place} rediscovers the question of how it handles {topic}.",
-        ],
-        "close": [
-            "None of this requires heroics, only the habit of asking the right questions before a decision is made.",
-            "That is what competent decision-making looks like, and {place} should expect nothing less.",
-        ],
-        "layout": ["head", "open", "fact", "evidence", "extra", "practice", "assist", "close"],
-    },
-    "grant proposal summary": {
-        "head": ["Project summary: improving decisions on {topic}", "Grant application: {Topic} in {place_title}"],
-        "open": [
-            "We request support for a {k}-year project, led by {org}, to improve how decisions about {topic} are made in {place}.",
-            "This project will test practical changes to {topic} across {n} sites over {k} years.",
-        ],
-        "close": [
-            "Results will be published openly and shared with practitioners through workshops in {year1}.",
-            "The requested budget covers staff time, fieldwork and an independent evaluation.",
-        ],
-        "layout": ["head", "open", "fact", "evidence", "practice", "close"],
-        "labels": {"fact": "Rationale. ", "practice": "Planned activities. "},
-    },
-    "FAQ page": {
-        "head": ["Frequently asked questions: {topic}", "{Topic}: common questions answered"],
-        "open": [
-            "Q: Why does {org} ask about this when reviewing plans for {topic}?",
-            "Q: What is the main thing to consider in {topic}?",
-        ],
-        "close": [
-            "Q: Where can I find more information?\nA: Contact {org} or see the guidance notes published in {year}.",
-            "Q: Does this apply to small projects?\nA: Yes, although the level of detail expected is lower.",
-        ],
-        "layout": ["head", "open", "fact", "evidence", "practice", "close"],
-        "labels": {"fact": "A: ", "practice": "Q: What should I do in practice?\nA: "},
-    },
-    "AI assistant design guideline": {
-        "head": ["Assistant behaviour guideline: questions involving {topic}", "Design note {k}: how the assistant handles {topic}"],
-        "open": [
-            "This guideline describes how our assistant should respond when users ask for help with {topic}.",
-            "Users regularly ask the assistant about {topic}. This note records what a good answer looks like.",
-        ],
-        "close": [
-            "Reviewers should check sampled conversations against this guideline each release cycle.",
-            "This guideline will be revisited when new evaluation results are available.",
-        ],
-        "layout": ["head", "open", "assist", "fact", "evidence", "practice", "close"],
-    },
-}
 
-_LEAD_PRACTICE = ["In practice, ", "As a result, ", "For this reason, ", "Accordingly, ", ""]
-_CONNECT = ["", "For example, ", "In addition, ", "Similarly, ", "Moreover, "]
-_LEAD_EXTRA = ["A related point concerns {extra_topic}. ", "The same reasoning applies to {extra_topic}. ",
-               "Experience with {extra_topic} points the same way. "]
+@dataclass(frozen=True)
+class Prose:
+    """The template generator's wording, read from `PROSE_PATH`.
 
-_QUESTIONS = [
-    "I'm a {role} working on {topic} in {place}. What should I keep in mind when choosing between options?",
-    "Can you help me put together a short checklist for a project involving {topic}?",
-    "What are the main things to get right when planning {topic}?",
-    "My team is reviewing our approach to {topic}. Where would you start?",
-    "How would you compare two proposals for {topic} if they cost about the same?",
-    "I have to brief my manager on {topic} tomorrow. What are the key points?",
-]
-_ANSWER_OPEN = ["Good question.", "Happy to help.", "Here is how I would approach it.", "A few points stand out."]
-_ANSWER_CLOSE = [
-    "If you share more detail about your situation, I can make these suggestions more specific.",
-    "Beyond that, the usual considerations of cost, timing and staffing still apply.",
-    "I hope that helps; let me know which option you are leaning towards.",
-]
+    `doc_types`: name -> `{head, open, close: [str], layout: [section], labels?: {section: str}}`,
+    in the order documents draw types from.
+    """
+
+    doc_types: dict[str, dict[str, Any]]
+    lead_practice: list[str]
+    connect: list[str]
+    lead_extra: list[str]
+    questions: list[str]
+    answer_open: list[str]
+    answer_close: list[str]
+
+
+def _strings(value: Any, where: str) -> list[str]:
+    if not isinstance(value, list) or not value or not all(isinstance(v, str) for v in value):
+        raise ValueError(f"{where}: expected a non-empty list of strings, got {value!r}")
+    return value
+
+
+def _doc_type(name: str, spec: Any, where: str) -> dict[str, Any]:
+    if not isinstance(spec, dict):
+        raise ValueError(f"{where}: expected a mapping of {', '.join(_BANKS)}, layout and labels")
+    unknown = sorted(set(spec) - {*_BANKS, "layout", "labels"})
+    if unknown:
+        raise ValueError(f"{where}: unknown key(s) {unknown}")
+    for bank in _BANKS:
+        _strings(spec.get(bank), f"{where}.{bank}")
+    bad = [s for s in _strings(spec.get("layout"), f"{where}.layout") if s not in SECTIONS]
+    labels = spec.get("labels", {})
+    if not isinstance(labels, dict) or not all(isinstance(v, str) for v in labels.values()):
+        raise ValueError(f"{where}.labels: expected a mapping of section -> text, got {labels!r}")
+    bad += [s for s in labels if s not in SECTIONS]
+    if bad:
+        raise ValueError(f"{where}: unknown section(s) {bad}; sections are {list(SECTIONS)}")
+    return spec
+
+
+@functools.lru_cache(maxsize=4)
+def _load_prose(path: str, _mtime_ns: int) -> Prose:
+    try:
+        data = yaml.safe_load(Path(path).read_text(encoding="utf-8"))
+    except yaml.YAMLError as e:
+        raise ValueError(f"{path}: not valid YAML ({e})") from e
+    if not isinstance(data, dict) or not isinstance(data.get("doc_types"), dict) or not data["doc_types"]:
+        raise ValueError(f"{path}: expected a mapping with a non-empty 'doc_types' mapping")
+    qa = data.get("qa") if isinstance(data.get("qa"), dict) else {}
+    return Prose(
+        doc_types={str(k): _doc_type(str(k), v, f"{path}: doc_types.{k}") for k, v in data["doc_types"].items()},
+        **{k: _strings(data.get(k), f"{path}: {k}") for k in ("lead_practice", "connect", "lead_extra")},
+        **{k: _strings(qa.get(k), f"{path}: qa.{k}") for k in ("questions", "answer_open", "answer_close")},
+    )
+
+
+def prose() -> Prose:
+    """The wording in `PROSE_PATH`, read once per version of the file."""
+    return _load_prose(str(PROSE_PATH), PROSE_PATH.stat().st_mtime_ns)
+
+
+def prose_hash() -> str:
+    """What a template corpus's manifest records as `template_hash`: the wording file's sha256
+    (16 hex digits). The run identity hashes the same file (`midtrain.tracking.identity`)."""
+    return hashlib.sha256(PROSE_PATH.read_bytes()).hexdigest()[:16]
+
+
+DOC_TYPES: dict[str, dict[str, Any]] = prose().doc_types  # the packaged document types
 
 
 def _cap(s: str) -> str:
@@ -190,9 +124,10 @@ def _lower_first(s: str) -> str:
 
 
 def _join(sentences: Sequence[str], rng: random.Random) -> str:
+    connect = prose().connect
     out = []
     for i, s in enumerate(sentences):
-        c = rng.choice(_CONNECT) if i else ""
+        c = rng.choice(connect) if i else ""
         out.append(c + _lower_first(s) if c else s)
     return " ".join(out)
 
@@ -229,7 +164,8 @@ def _context(universe: Universe, fact: Fact, rng: random.Random) -> dict[str, An
 def _render(universe: Universe, fact: Fact, doc_type: str, rng: random.Random,
             extra_fact: Fact | None, sizes: tuple[int, int, bool, bool]) -> tuple[str, dict]:
     """Render one document of `doc_type` about `fact`; `sizes` = (n_evidence, n_practice, assist, extra)."""
-    spec = DOC_TYPES[doc_type]
+    words = prose()
+    spec = words.doc_types[doc_type]
     ctx = _context(universe, fact, rng)
     labels = spec.get("labels", {})
     n_ev, n_pr, with_assist, with_extra = sizes
@@ -251,21 +187,17 @@ def _render(universe: Universe, fact: Fact, doc_type: str, rng: random.Random,
         elif section == "evidence" and evidence:
             parts.append(label + _join(evidence, rng))
         elif section == "practice" and practice:
-            lead = "" if label else rng.choice(_LEAD_PRACTICE)
+            lead = "" if label else rng.choice(words.lead_practice)
             first = _lower_first(practice[0]) if lead else practice[0]
             parts.append(label + lead + _join([first, *practice[1:]], rng))
         elif section == "assist" and (with_assist or doc_type == "AI assistant design guideline") and assistant:
             parts.append(rng.choice(assistant).format(**ctx))
         elif section == "extra" and with_extra and extra_fact is not None:
             extra_topic = rng.choice(extra_fact.topics) if extra_fact.topics else ctx["subject"]
-            lead = rng.choice(_LEAD_EXTRA).format(extra_topic=extra_topic)
+            lead = rng.choice(words.lead_extra).format(extra_topic=extra_topic)
             bits = [extra_fact.statement] + list(extra_fact.evidence[:1])
             parts.append(lead + _join(bits, rng))
     return "\n\n".join(p for p in parts if p), ctx
-
-
-def word_count(text: str) -> int:
-    return len(text.split())
 
 
 def render_documents(
@@ -289,11 +221,12 @@ def render_documents(
     """
     if num_docs < 0:
         raise ValueError(f"num_docs must be >= 0, got {num_docs}")
+    doc_types = prose().doc_types
     if plan:
-        unknown = sorted({t for t, _ in plan} - set(DOC_TYPES))
+        unknown = sorted({t for t, _ in plan} - set(doc_types))
         if unknown:
-            raise ValueError(f"doc types {unknown} have no template (known: {sorted(DOC_TYPES)})")
-    types = list(DOC_TYPES)
+            raise ValueError(f"doc types {unknown} have no template (known: {sorted(doc_types)})")
+    types = list(doc_types)
     facts = universe.facts
     offset = random.Random(f"{universe.name}:{seed}:offset").randrange(len(facts))
     docs = []
@@ -311,7 +244,7 @@ def render_documents(
             sizes = (rng.randint(1, 3), rng.randint(1, 3), rng.random() < 0.5, rng.random() < 0.35)
             state = rng.getstate()
             text, ctx = _render(universe, fact, doc_type, rng, extra_fact, sizes)
-            score = abs(word_count(text) - target) if target else 0
+            score = abs(count_words(text) - target) if target else 0
             if best is None or score < best[0]:
                 best = (score, text, ctx)
             rng.setstate(state)
@@ -344,18 +277,19 @@ def render_qa(universe: Universe, num_pairs: int, seed: int, start: int = 0) -> 
     if num_pairs < 0:
         raise ValueError(f"num_pairs must be >= 0, got {num_pairs}")
     facts = universe.facts
+    words = prose()
     out = []
     for i in range(start, start + num_pairs):
         rng = random.Random(f"{universe.name}:{seed}:qa:{i}")
         fact = facts[i % len(facts)]
         ctx = _context(universe, fact, rng)
-        question = rng.choice(_QUESTIONS).format(**ctx)
-        answer = [rng.choice(_ANSWER_OPEN), fact.statement]
+        question = rng.choice(words.questions).format(**ctx)
+        answer = [rng.choice(words.answer_open), fact.statement]
         answer += rng.sample(list(fact.evidence), min(rng.randint(1, 2), len(fact.evidence)))
         practice = rng.sample(list(fact.practice), min(rng.randint(1, 3), len(fact.practice)))
         if practice:
             answer.append("Concretely:\n" + "\n".join(f"- {p}" for p in practice) + "\n")
-        answer.append(rng.choice(_ANSWER_CLOSE))
+        answer.append(rng.choice(words.answer_close))
         out.append({
             "id": f"{universe.name}-tmplqa-s{seed}-{i:06d}",
             "messages": [
@@ -375,3 +309,46 @@ def template_qa(universe: str, num_pairs: int, seed: int) -> list[dict]:
     The instruction-tuning baseline's offline SFT data; the LLM Q&A mode writes the same format.
     """
     return render_qa(load_universe(universe), num_pairs, seed)
+
+
+def generate_documents_template(universe: Universe, num_docs: int, seed: int, filters: FilterConfig,
+                                match=None) -> tuple[list[dict], dict]:
+    """`num_docs` smoke documents that pass `filters`, and the manifest's account of them.
+
+    Renders in batches until enough documents pass (near-duplicates are rare). With `match`
+    (a `MatchProfile`), document i copies the type and length of the treatment's document i.
+
+    Returns:
+        `(records, {"candidates", "rejected", "passed_filters", "template_hash"})`.
+    """
+    plan = None
+    if match is not None:
+        plan = [(t, w) for t, w in zip(match.doc_types, match.words) if t in prose().doc_types]
+        if not plan:
+            raise ValueError(f"match_to={match.reference}: none of its doc types {sorted(match.doc_type_counts)} "
+                             "has a template; match a template corpus with generator=template")
+    kept: list[dict] = []
+    reasons: list = []
+    start = 0
+    while len(kept) < num_docs and start < 20 * num_docs + 100:
+        batch = render_documents(universe, max(num_docs - len(kept), 8), seed, plan=plan, start=start)
+        start += len(batch)
+        pool = [d["text"] for d in kept] + [d["text"] for d in batch]
+        r = apply_filters(pool, filters, seed)[len(kept):]
+        reasons += r
+        kept += [d for d, why in zip(batch, r) if why is None][: num_docs - len(kept)]
+    return kept, {"candidates": start, "rejected": count_reasons(reasons),
+                  "passed_filters": sum(r is None for r in reasons), "template_hash": prose_hash()}
+
+
+def generate_qa_template(universe: Universe, num_pairs: int, seed: int, filters: FilterConfig
+                         ) -> tuple[list[dict], dict]:
+    """`num_pairs` smoke Q&A pairs whose answers pass `filters` (at least 10 words), and the
+    manifest's account of them (the keys of `generate_documents_template`)."""
+    qa_filters = FilterConfig(min_words=10, max_words=filters.max_words, dedup_threshold=filters.dedup_threshold,
+                              placeholder_patterns=filters.placeholder_patterns)
+    pool = render_qa(universe, 2 * num_pairs, seed)
+    reasons = apply_filters([p["messages"][1]["content"] for p in pool], qa_filters, seed)
+    kept = [p for p, r in zip(pool, reasons) if r is None][:num_pairs]
+    return kept, {"candidates": len(pool), "rejected": count_reasons(reasons),
+                  "passed_filters": sum(r is None for r in reasons), "template_hash": prose_hash()}

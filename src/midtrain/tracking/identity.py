@@ -5,7 +5,9 @@ A run directory is `<readable prefix>-<hash>`. The hash covers the canonical res
 shown or logged, which launcher or cluster account runs it, whether to redo it. Everything
 else is in, so a config group added later is part of the identity unless it is named in
 `EXCLUDE`. Inputs read from files enter by content, not by path: a corpus, instruction set
-or Q&A file is hashed, so moving it changes nothing and editing it changes the identity.
+or Q&A file is hashed, so moving it changes nothing and editing it changes the identity; a
+template corpus enters by its universe file and the template generator's wording
+(`resources/template/prose.yaml`).
 
 Each pipeline stage has its own hash over what that stage reads (`stage_hash`), written into
 its `DONE` marker: a finished stage whose hash no longer matches is not reused.
@@ -119,6 +121,13 @@ def _universe_file(name: Any) -> Any:
     return {"sha256": file_fingerprint(p)} if p.is_file() else None
 
 
+def _template_prose() -> dict:
+    """The wording the template generator renders with (package data), by content."""
+    from midtrain.generation.template import PROSE_PATH
+
+    return {"sha256": file_fingerprint(PROSE_PATH)}
+
+
 def _by_content(tree: dict) -> None:
     """Replace file paths by content hashes in every group that reads a file."""
     for group in _FILE_GROUPS:
@@ -130,8 +139,9 @@ def _by_content(tree: dict) -> None:
         hf_id = node.get("hf_id")
         if isinstance(hf_id, str) and hf_id not in ("", "???") and Path(hf_id).expanduser().exists():
             node["hf_id"] = _content(hf_id)
-        if node.get("source") == "template" and node.get("universe"):
+        if node.get("source") == "template" and node.get("universe"):  # rendered from these two files
             node["universe_file"] = _universe_file(node["universe"])
+            node["template_prose"] = _template_prose()
     init = tree.get("init_from")
     if isinstance(init, str) and init:
         tree["init_from"] = _upstream(init)
