@@ -12,7 +12,6 @@ import functools
 import hashlib
 import json
 from dataclasses import asdict, dataclass, field
-from pathlib import Path
 from typing import Any, Mapping
 
 from omegaconf import DictConfig, OmegaConf
@@ -127,7 +126,3 @@ def load_universe(name: str) -> Universe:
         known = sorted(p.stem for p in UNIVERSE_DIR.glob("*.yaml"))
         raise FileNotFoundError(f"unknown universe {name!r}: no {path} (known: {known})")
     return universe_from_mapping(OmegaConf.load(path), str(path))
-
-
-def available_universes() -> list[str]:
-    return sorted(p.stem for p in Path(UNIVERSE_DIR).glob("*.yaml"))
