@@ -2,7 +2,10 @@
 
 __version__ = "0.1.0"
 
-# `${midtrain.hash:}` and `${midtrain.repo:...}` must exist before any config is composed.
+# `${midtrain.hash:}`, `${midtrain.repo:...}` and the group schemas (`model/_schema`,
+# `corpus/_schema`) must exist before any config is composed.
+from midtrain.conf_schema import register_schemas as _register_schemas  # noqa: E402
 from midtrain.tracking.identity import register_resolvers as _register_resolvers  # noqa: E402
 
 _register_resolvers()
+_register_schemas()
