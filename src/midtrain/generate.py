@@ -156,6 +156,10 @@ def check_out_dir(out_dir: Path, identity: dict) -> None:
                          "choose another out_dir or delete it")
 
 
+# `generator.kind`: how documents are written (`generator.name` is only the preset's label).
+GENERATOR_KINDS = ("template", "llm")
+
+
 def validate(cfg: DictConfig) -> tuple[Universe, FilterConfig, Path]:
     """Every check that must pass before the first request; returns the parsed pieces."""
     missing = [k for k in ("out_dir", "num_docs") if OmegaConf.is_missing(cfg, k)]
@@ -169,7 +173,10 @@ def validate(cfg: DictConfig) -> tuple[Universe, FilterConfig, Path]:
         raise ValueError("match_to applies to mode=documents only (a control corpus); unset it for mode=qa")
     universe = universe_from_mapping(cfg.universe, "config key 'universe'")
     filters = _filters(cfg)
-    if cfg.generator.name == "template":
+    kind = cfg.generator.get("kind")
+    if kind not in GENERATOR_KINDS:
+        raise ValueError(f"generator.kind={kind!r}: expected one of {sorted(GENERATOR_KINDS)}")
+    if kind == "template":
         tmpl.template_block(universe)
     elif OmegaConf.is_missing(cfg.generator, "model"):
         raise ValueError("generator.model is required for LLM generation, e.g. generator.model=anthropic/claude-sonnet-4-5")
@@ -214,7 +221,7 @@ def generate(cfg: DictConfig, model: Any = None) -> dict:
     match = load_match(cfg.match_to) if cfg.get("match_to") else None
     identity = _identity(cfg, universe)
     check_out_dir(out_dir, identity)
-    is_template = cfg.generator.name == "template"
+    is_template = cfg.generator.kind == "template"
     if not is_template and model is None:
         model = build_model(cfg.generator)
 
@@ -298,8 +305,8 @@ def _manifest(cfg: DictConfig, universe: Universe, records: list[dict], parts: d
         "universe": universe.name,
         "universe_digest": universe.digest(),
         "seed": int(cfg.seed),
-        "smoke": cfg.generator.name == "template",
-        "source": tmpl.SMOKE_SOURCE if cfg.generator.name == "template" else "llm",
+        "smoke": cfg.generator.kind == "template",
+        "source": tmpl.SMOKE_SOURCE if cfg.generator.kind == "template" else "llm",
         "generator": gen,
         "model": cfg.generator.get("model"),
         "num_requested": int(cfg.num_docs),
