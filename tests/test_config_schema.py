@@ -45,15 +45,9 @@ def resolved_nodes() -> dict:
     return {f"{g}={o} {v}": resolved_node(g, o, v) for g in GROUPS for o in _options(g) for v in VARIANTS}
 
 
-# Superseded by corpus=template (whose universe follows the condition); they predate the schema.
-SUPERSEDED = {"template_animal_welfare", "template_urban_density"}
-
-
 @pytest.mark.parametrize("group,option", [(g, o) for g in GROUPS for o in _options(g)])
 @pytest.mark.parametrize("app", ["train", "pipeline"])
 def test_every_model_and_corpus_option_composes_on_its_schema(tmp_path, app, group, option):
-    if option in SUPERSEDED:
-        pytest.skip(f"{group}/{option}.yaml is superseded")
     cfg = compose_cfg(app, [f"{group}={option}", f"paths.runs_root={tmp_path}"])
     assert OmegaConf.get_type(cfg[group]) in SCHEMAS[group].values(), f"{group}/{option}.yaml lists no schema"
     text = (CONF_DIR / group / f"{option}.yaml").read_text()
