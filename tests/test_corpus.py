@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+from pathlib import Path
 
 import pytest
 from omegaconf import OmegaConf
@@ -120,7 +121,7 @@ def test_a_byte_order_mark_is_only_taken_off_the_first_line(tmp_path):
 
 def test_a_blank_text_names_its_row(tmp_path):
     path = _write_rows(tmp_path / "d.jsonl", [{"text": "fine"}, {"text": "  \n "}])
-    with pytest.raises(ValueError, match=r"row 2 has an empty 'text'"):
+    with pytest.raises(ValueError, match=rf"{path}: row 2 has an empty 'text'"):
         load_pool(_corpus_cfg(path, 1))
 
 
@@ -142,11 +143,14 @@ def test_a_saved_dataset_dict_is_read_by_split(tmp_path):
     dd = datasets.DatasetDict({
         "train": datasets.Dataset.from_dict({"body": ["one", "two", "three"]}),
         "test": datasets.Dataset.from_dict({"body": ["held out"]}),
+        "blank": datasets.Dataset.from_dict({"body": [" "]}),
     })
     dd.save_to_disk(str(tmp_path / "dd"))
     cfg = _corpus_cfg(None, 1, source="hf", hf_id=str(tmp_path / "dd"), split="test", text_field="body")
     assert [d["text"] for d in load_pool(cfg)] == ["held out"]
-    with pytest.raises(ValueError, match=r"no split 'validation' \(has \['test', 'train'\]\)"):
+    with pytest.raises(ValueError, match=rf"{tmp_path / 'dd'}: row 1 has an empty 'body'"):
+        load_pool(_corpus_cfg(None, 1, source="hf", hf_id=str(tmp_path / "dd"), split="blank", text_field="body"))
+    with pytest.raises(ValueError, match=r"no split 'validation' \(has \['blank', 'test', 'train'\]\)"):
         load_pool(_corpus_cfg(None, 1, source="hf", hf_id=str(tmp_path / "dd"), split="validation", text_field="body"))
     with pytest.raises(ValueError, match=r"no column 'text' \(columns: \['body'\]\)"):
         load_pool(_corpus_cfg(None, 1, source="hf", hf_id=str(tmp_path / "dd"), split="train"))
@@ -164,9 +168,21 @@ def test_a_local_folder_is_read_as_saved_only_when_it_holds_a_saved_datasets_fil
     monkeypatch.setattr(datasets, "load_dataset", lambda path, split: calls.append(("files", path, split)) or one)
     (tmp_path / "ds").mkdir()
     (tmp_path / "ds" / (marker or "train.jsonl")).write_text("{}")
-    docs = load_pool(_corpus_cfg(None, 1, source="hf", hf_id=str(tmp_path / "ds"), split="dev"))
+    # A local folder needs no revision: left unset (`???`) it is never read.
+    docs = load_pool(_corpus_cfg(None, 1, source="hf", hf_id=str(tmp_path / "ds"), split="dev", revision="???"))
     assert [d["text"] for d in docs] == ["only"]
     assert calls == ([("saved", str(tmp_path / "ds"))] if marker else [("files", str(tmp_path / "ds"), "dev")])
+
+
+def test_a_hub_dataset_is_loaded_at_its_pinned_revision_and_split(monkeypatch):
+    import datasets
+
+    calls = []
+    rows = datasets.Dataset.from_dict({"text": ["hub row"], "id": ["h1"]})
+    monkeypatch.setattr(datasets, "load_dataset", lambda path, revision, split: calls.append((path, revision, split)) or rows)
+    docs = load_pool(_corpus_cfg(None, 1, source="hf", hf_id="someone/some-dataset", revision="0123abc", split="dev"))
+    assert calls == [("someone/some-dataset", "0123abc", "dev")]
+    assert docs == [{"id": "h1", "text": "hub row", "doc_type": None}]
 
 
 def test_the_template_source_renders_its_pool_of_the_universe():
@@ -177,3 +193,22 @@ def test_the_template_source_renders_its_pool_of_the_universe():
     assert [(d["id"], d["text"], d["doc_type"]) for d in docs] == [(d["id"], d["text"], d["doc_type"]) for d in rendered]
     with pytest.raises(ValueError, match="corpus.universe is required"):
         load_pool(_corpus_cfg(None, 1, source="template"))
+
+
+def test_draw_takes_none_all_or_refuses_a_negative_count():
+    items = list(range(7))
+    assert draw(items, 0, seed=1) == []
+    everything = draw(items, 7, seed=1)
+    assert sorted(everything) == items and everything != items and draw(items, 3, seed=1) == everything[:3]
+    with pytest.raises(ValueError, match="asked for -1 items"):
+        draw(items, -1, seed=1)
+
+
+def test_package_paths_name_files_under_the_resources_and_home_is_expanded(monkeypatch, tmp_path):
+    from midtrain.data.corpus import resolve_path
+    from midtrain.paths import RESOURCES_DIR
+
+    assert resolve_path("package:instruct/x.jsonl") == RESOURCES_DIR / "instruct/x.jsonl"
+    monkeypatch.setenv("HOME", str(tmp_path))
+    assert resolve_path("~/d.jsonl") == tmp_path / "d.jsonl"
+    assert resolve_path("rel/package:x") == Path("rel/package:x")

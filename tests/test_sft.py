@@ -246,3 +246,14 @@ def test_a_template_that_does_not_render_turns_as_prefixes_is_refused():
     tok.chat_template = "{{ messages | length }}:{% for m in messages %}{{ m['content'] }} {% endfor %}"
     with pytest.raises(ValueError, match="instruction sample 4: the chat template does not render turns as a prefix"):
         sft_segment(tok, MSGS, 4)
+
+
+def test_a_tokenizer_keeps_its_own_chat_template_and_gets_the_default_only_without_one():
+    from types import SimpleNamespace
+
+    from midtrain.data.chat import DEFAULT_CHAT_TEMPLATE, ensure_chat_template
+
+    own = SimpleNamespace(chat_template="{{ messages }}")
+    assert ensure_chat_template(own) is own and own.chat_template == "{{ messages }}"
+    for tok in (SimpleNamespace(chat_template=None), SimpleNamespace(chat_template=""), SimpleNamespace()):
+        assert ensure_chat_template(tok).chat_template == DEFAULT_CHAT_TEMPLATE
