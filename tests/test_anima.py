@@ -16,7 +16,8 @@ from inspect_ai.model import ChatMessageUser, ModelOutput, ModelUsage, get_model
 
 from midtrain.eval import evaluate
 from midtrain.evals.anima.dataset import load_anima, record_to_sample
-from midtrain.evals.anima.task import GraderRequiredError, anima
+from midtrain.evals.anima.task import anima
+from midtrain.evals.graders import GraderRequiredError
 from midtrain.paths import CONF_DIR
 from midtrain.tracking import RunDir
 from tests.test_probe import make_tiny_run

@@ -13,7 +13,7 @@ import pytest
 from omegaconf import OmegaConf
 
 from midtrain.evals.anima.dataset import DatasetUnreachableError, TagMap, load_anima
-from midtrain.evals.anima.task import GraderRequiredError
+from midtrain.evals.graders import GraderRequiredError
 from midtrain.evals.suites import plan_suites
 from midtrain.tracking import RunDir
 from tests.test_anima_scoring import answerer, assert_figures, compose_eval, expected_figures, grader

@@ -11,7 +11,7 @@ import pytest
 
 from midtrain.eval import evaluate
 from midtrain.evals.anima.dataset import DatasetUnreachableError
-from midtrain.evals.anima.task import GraderRequiredError
+from midtrain.evals.graders import GraderRequiredError
 from midtrain.evals.human_compassion.task import human_compassion, load_moru
 from midtrain.evals.suites import plan_suites
 from midtrain.tracking import RunDir

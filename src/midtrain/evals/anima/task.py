@@ -13,7 +13,7 @@ epochs, the answer temperature, and a required grader.
 
 from __future__ import annotations
 
-from typing import Sequence
+from typing import Any
 
 from inspect_ai import Task, task
 from inspect_ai.model import GenerateConfig, Model
@@ -21,50 +21,7 @@ from inspect_ai.solver import generate
 
 from midtrain.evals.anima.dataset import DATASET_DEFAULT_REVISION, DATASET_REPO_ID, TagMap, load_anima
 from midtrain.evals.anima.scorer import anima_scorer, avg_by_dimension, dimension_normalized_avg, overall_mean
-
-DEFAULT_EPOCHS = 5  # the paper's and inspect_evals' default
-
-
-class GraderRequiredError(ValueError):
-    """Raised when a model-graded task is asked to run without an explicit grader."""
-
-
-def require_graders(grader_models: Sequence[str | Model] | str | Model | None, task_name: str) -> list[str | Model]:
-    """The grader list, or a clear error: Inspect would let the model under test grade itself.
-
-    Args:
-        grader_models: model ids (`provider/model`) or `Model` objects; a single string is
-            accepted for `-T grader_models=...` on the command line.
-        task_name: named in the error.
-    """
-    if isinstance(grader_models, (str, Model)):
-        grader_models = [grader_models]
-    graders = [g for g in (grader_models or []) if g]
-    if not graders:
-        raise GraderRequiredError(
-            f"{task_name} needs an explicit grader: set grader_models (e.g. "
-            f"`grader_models=[anthropic/claude-sonnet-4-5]`, or `-T grader_models=...` with "
-            f"`inspect eval`). Without one, Inspect lets the model under test grade its own answers."
-        )
-    return graders
-
-
-def grader_config(
-    temperature: float | None = None,
-    max_tokens: int | None = None,
-    max_retries: int | None = None,
-    max_connections: int | None = None,
-    timeout: int | None = None,
-) -> GenerateConfig:
-    """Grader settings; None leaves Inspect's default."""
-    values = dict(
-        temperature=temperature,
-        max_tokens=max_tokens,
-        max_retries=max_retries,
-        max_connections=max_connections,
-        timeout=timeout,
-    )
-    return GenerateConfig(**{k: v for k, v in values.items() if v is not None})
+from midtrain.evals.graders import DEFAULT_EPOCHS, grader_config, require_graders
 
 
 @task
@@ -75,11 +32,7 @@ def anima(
     dataset_revision: str = DATASET_DEFAULT_REVISION,
     subset: str = "original",
     epochs: int = DEFAULT_EPOCHS,
-    grader_temperature: float | None = None,
-    grader_max_tokens: int | None = None,
-    grader_max_retries: int | None = None,
-    grader_max_connections: int | None = None,
-    grader_timeout: int | None = None,
+    grader: dict[str, Any] | None = None,
     shuffle: bool = False,
     temperature: float | None = None,
     dimensions_dir: str | None = None,
@@ -100,11 +53,7 @@ def anima(
         dataset_revision: hub commit SHA.
         subset: "original" (26 English questions, the paper's set) or "all" (115).
         epochs: answers per question, reduced by mean.
-        grader_temperature: grader sampling temperature.
-        grader_max_tokens: grader output limit.
-        grader_max_retries: retries per grader call before the sample errors.
-        grader_max_connections: concurrent grader calls.
-        grader_timeout: seconds per grader call.
+        grader: the graders' Inspect `GenerateConfig` fields (e.g. `{temperature: 0, timeout: 120}`).
         shuffle: shuffle question order.
         temperature: sampling temperature of the model under test (None = provider default;
             an eval-wide `temperature` overrides it).
@@ -134,9 +83,7 @@ def anima(
             dimensions=dims,
             revision=data.revision,
             grader_models=graders,
-            grader_config=grader_config(
-                grader_temperature, grader_max_tokens, grader_max_retries, grader_max_connections, grader_timeout
-            ),
+            grader_config=grader_config(grader),
         ),
         metrics=[overall_mean(), dimension_normalized_avg(dims), avg_by_dimension()],
         epochs=epochs,

@@ -16,7 +16,7 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
-from typing import Iterable
+from typing import Any, Iterable
 
 import numpy as np
 from inspect_ai import Task, task
@@ -43,7 +43,7 @@ from midtrain.evals.anima.scorer import (
     overall_mean,
     resolve_graders,
 )
-from midtrain.evals.anima.task import DEFAULT_EPOCHS, grader_config, require_graders
+from midtrain.evals.graders import DEFAULT_EPOCHS, grader_config, require_graders
 
 QUESTION_FIELDS = ("id", "question", "dimension_tags", "language")
 DIMENSION_FIELDS = ("dimension", "guiding_question")
@@ -155,11 +155,7 @@ def human_compassion(
     dataset_revision: str = DATASET_DEFAULT_REVISION,
     dimensions_repo_id: str = DIMENSIONS_REPO_ID,
     dimensions_revision: str = DIMENSIONS_DEFAULT_REVISION,
-    grader_temperature: float | None = None,
-    grader_max_tokens: int | None = None,
-    grader_max_retries: int | None = None,
-    grader_max_connections: int | None = None,
-    grader_timeout: int | None = None,
+    grader: dict[str, Any] | None = None,
     shuffle: bool = False,
 ) -> Task:
     """MORU with a required grader.
@@ -173,11 +169,7 @@ def human_compassion(
         dataset_revision: its commit SHA.
         dimensions_repo_id: hub dataset with the dimensions.
         dimensions_revision: its commit SHA.
-        grader_temperature: grader sampling temperature.
-        grader_max_tokens: grader output limit.
-        grader_max_retries: retries per grader call before the sample errors.
-        grader_max_connections: concurrent grader calls.
-        grader_timeout: seconds per grader call.
+        grader: the graders' Inspect `GenerateConfig` fields (e.g. `{temperature: 0, timeout: 120}`).
         shuffle: shuffle question order.
     """
     graders = require_graders(grader_models, "human_compassion")
@@ -192,8 +184,7 @@ def human_compassion(
         scorer=moru_scorer(
             dimensions=dims,
             grader_models=graders,
-            grader_config=grader_config(grader_temperature, grader_max_tokens, grader_max_retries,
-                                        grader_max_connections, grader_timeout),
+            grader_config=grader_config(grader),
         ),
         metrics=[overall_mean(), avg_by_dimension()],
         epochs=epochs,
