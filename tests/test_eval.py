@@ -13,8 +13,10 @@ from omegaconf import OmegaConf, open_dict
 
 import midtrain.evals.probe as probe_pkg
 from midtrain.eval import evaluate
-from midtrain.evals.anima.task import GraderRequiredError
-from midtrain.evals.suites import SUITES, plan_suites, resolve_task
+from midtrain.evals._registry import SUITES
+from midtrain.evals.graders import GraderRequiredError
+from midtrain.evals.suites import plan_suites
+from midtrain.evals.task_list import resolve_task
 from midtrain.paths import CONF_DIR
 from midtrain.tracking import RunDir
 from tests.test_anima import QUESTIONS, expected_scores, scripted_grader, scripted_model, write_dataset, DIMENSIONS
@@ -48,6 +50,19 @@ def test_every_eval_option_composes(option):
     HydraConfig.instance().set_config(cfg)
     # every interpolation of the job's config resolves (hydra's own sweep keys need a job)
     OmegaConf.to_container(OmegaConf.masked_copy(cfg, [k for k in cfg if k != "hydra"]), resolve=True)
+
+
+def test_every_suite_is_a_registry_entry_whose_configs_pass_its_schema():
+    """The registry and conf/eval/ agree: each suite has its config, and every option checks
+    against the schemas of the suites it selects (as the pipeline checks them at launch)."""
+    from midtrain.evals.settings import check_eval_config
+
+    assert set(SUITES) <= set(EVAL_OPTIONS) and all(s.name == name for name, s in SUITES.items())
+    for option in EVAL_OPTIONS:
+        check_eval_config(compose_eval(["run_dir=/runs/x", f"eval={option}", "grader_models=[mockllm/model]"]))
+    bad = compose_eval(["run_dir=/runs/x", "eval=anima", "grader_models=[mockllm/model]", "eval.anima.subset=most"])
+    with pytest.raises(ValueError, match=r"eval.anima.subset='most': expected one of \['original', 'all'\]"):
+        check_eval_config(bad)
 
 
 def test_run_dir_is_required():
@@ -143,7 +158,7 @@ def test_hf_provider_on_the_run_dir(tmp_path):
     run = make_tiny_run(tmp_path, "hfrun")
     data = write_dataset(tmp_path / "anima")
     cfg = compose_eval([f"run_dir={run}", "eval=anima", f"eval.anima.data_dir={data}", "eval.anima.epochs=1",
-                        "inspect.limit=2", "generate.max_tokens=4", "model.provider=hf", "model.device=cpu",
+                        "inspect.limit=2", "sampling.max_tokens=4", "model.provider=hf", "model.device=cpu",
                         "max_missing_share=1.0"])
     a = evaluate(cfg, grader_models=[scripted_grader("grader-a")])["anima"]
     assert a["samples_total"] == 2 and a["samples"] == 2

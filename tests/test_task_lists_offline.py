@@ -32,7 +32,8 @@ DATASET_OF = {
 
 BUILD_ALL = r"""
 import json, sys
-from midtrain.evals.suites import TaskBuildError, plan_suites
+from midtrain.evals.suites import plan_suites
+from midtrain.evals.task_list import TaskBuildError
 from tests.conftest import compose_cfg
 out = {}
 for suite in ("capabilities", "safety"):

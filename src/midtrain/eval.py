@@ -1,9 +1,11 @@
-"""midtrain-eval: score a finished run's `hf/` model with Inspect and the compassion probe.
+"""midtrain-eval: score a finished run's `hf/` model with the suites of `midtrain.evals`.
 
     midtrain-eval run_dir=<runs>/<sweep>/<run_id> eval=anima grader_models='[anthropic/claude-sonnet-4-5]'
     midtrain-eval run_dir=<run dir> eval=probe
     midtrain-eval run_dir=<run dir> eval=paper grader_models='[openai/gpt-4o,anthropic/claude-sonnet-4-5]'
 
+Suites come from the registry `midtrain.evals._registry.SUITES` (Inspect tasks, task lists
+and the judge-free probe, each behind `midtrain.evals.base.Suite`); this module runs them.
 Results merge into `<run_dir>/metrics.json` under `eval.<suite>`; Inspect logs go to
 `<run_dir>/eval/<suite>/`. A suite whose complete result is already in metrics.json is
 not run again unless `force=true`.
@@ -60,44 +62,53 @@ def _model_under_test(cfg: DictConfig, run: RunDir):
     return get_model(f"hf/{run.hf.resolve()}", chat_template=template, **extra)
 
 
-def _generate_kwargs(cfg: DictConfig) -> dict[str, Any]:
-    gen = OmegaConf.to_container(cfg.generate, resolve=True) or {}
+def _sampling_kwargs(cfg: DictConfig) -> dict[str, Any]:
+    gen = OmegaConf.to_container(cfg.sampling, resolve=True) or {}
     kwargs = {k: v for k, v in gen.items() if v is not None}
     # Inspect's hf provider batches up to max_connections prompts per generate call.
     kwargs["max_connections"] = int(cfg.model.batch_size)
     return kwargs
 
 
-def _run_inspect(planned, model, cfg: DictConfig, log_dir: Path):
-    """Run one planned task; return its log with samples."""
-    import inspect_ai
-    from inspect_ai.log import read_eval_log
+class _Context:
+    """What a suite's `run` reads: the config, the run directory, Inspect on the model under test."""
 
-    ins = cfg.inspect
-    logs = inspect_ai.eval(
-        planned.task,
-        model=model,
-        log_dir=str(log_dir),
-        limit=planned.limit,
-        fail_on_error=ins.fail_on_error,
-        retry_on_error=ins.retry_on_error,
-        max_samples=ins.get("max_samples"),
-        display=ins.display,
-        log_level=ins.log_level,
-        score_display=False,
-        **_generate_kwargs(cfg),
-    )
-    result = logs[0]
-    if result.samples is None and result.location:
-        result = read_eval_log(result.location)
-    return result
+    def __init__(self, cfg: DictConfig, run: RunDir, model: Any):
+        self.cfg, self.run, self.run_dir, self._model = cfg, run, run.path, model
+        self.log_root = Path(str(cfg.inspect.log_dir)) if cfg.inspect.get("log_dir") else run.eval_dir
+
+    def inspect(self, planned):
+        """Run one planned task on the model under test (loaded once, on first use); its log with samples."""
+        import inspect_ai
+        from inspect_ai.log import read_eval_log
+
+        if self._model is None:
+            self._model = _model_under_test(self.cfg, self.run)
+        ins = self.cfg.inspect
+        logs = inspect_ai.eval(
+            planned.task,
+            model=self._model,
+            log_dir=str(self.log_root / planned.suite),
+            limit=planned.limit,
+            fail_on_error=ins.fail_on_error,
+            retry_on_error=ins.retry_on_error,
+            max_samples=ins.get("max_samples"),
+            display=ins.display,
+            log_level=ins.log_level,
+            score_display=False,
+            **_sampling_kwargs(self.cfg),
+        )
+        result = logs[0]
+        if result.samples is None and result.location:
+            result = read_eval_log(result.location)
+        return result
 
 
 def evaluate(cfg: DictConfig, *, model: Any = None, grader_models: list | None = None) -> dict:
     """Run the suites selected in `cfg.eval` on `cfg.run_dir` and merge results into metrics.json.
 
     Args:
-        cfg: the composed `eval.yaml` config.
+        cfg: the composed `eval.yaml` config, or the one a pipeline hands over (the same keys).
         model: an Inspect `Model` (or model id) to evaluate instead of the run's `hf/`
             (tests use `mockllm/model`); the probe always reads `hf/`.
         grader_models: graders to use instead of `cfg.grader_models` (e.g. `Model` objects).
@@ -107,18 +118,20 @@ def evaluate(cfg: DictConfig, *, model: Any = None, grader_models: list | None =
 
     Raises:
         FileNotFoundError: the run directory has no `hf/` model.
-        ValueError: an unknown suite or task, a graded suite without a grader, bad data.
+        ValueError: an unknown suite, setting or task, a graded suite without a grader, bad data.
     """
-    from midtrain.evals.results import summarize_graded, summarize_metrics
-    from midtrain.evals.suites import plan_suites
+    from midtrain.evals.settings import check_eval_config
+    from midtrain.evals.suites import plan_suites, selected_suites
 
     if cfg.run_dir in (None, "???"):
         raise ValueError("run_dir is required: run_dir=<a finished run or stage directory with hf/>")
+    check_eval_config(cfg, grader_models)  # settings and suites, before the run directory is read
+    suites = {s.name: s for s in selected_suites(cfg)}
     run = RunDir(Path(str(cfg.run_dir)).expanduser())
     if not run.path.is_dir():
         raise FileNotFoundError(f"run_dir {run.path} does not exist" if not run.path.exists()
                                 else f"run_dir {run.path} is a file, not a run directory")
-    needs_hf = "probe" in cfg.eval or (model is None and not cfg.model.get("name"))
+    needs_hf = any(s.reads_hf for s in suites.values()) or (model is None and not cfg.model.get("name"))
     if needs_hf and not (run.hf / "config.json").is_file():
         raise FileNotFoundError(
             f"run_dir {run.path} has no Hugging Face model in hf/ (expected {run.hf / 'config.json'}); "
@@ -129,7 +142,7 @@ def evaluate(cfg: DictConfig, *, model: Any = None, grader_models: list | None =
 
         check_hf_weights(run.hf)
     force = bool(cfg.get("force", False))
-    keys = {suite: eval_settings_key(cfg, suite, grader_models) for suite in cfg.eval}
+    keys = {name: eval_settings_key(cfg, name, grader_models) for name in suites}
     _restore_from_history(run, keys)
     existing = run.read_metrics().get("eval", {})
 
@@ -142,53 +155,26 @@ def evaluate(cfg: DictConfig, *, model: Any = None, grader_models: list | None =
 
     # Everything that can fail on bad input happens here, before any model is loaded.
     planned = [p for p in plan_suites(cfg, grader_models) if not done(p.suite, None if p.suite == p.key else p.key)]
-    run_probe = "probe" in cfg.eval and not done("probe")
-    if run_probe:
-        from midtrain.evals.probe import load_pairs
-
-        for key in ("pairs_path", "heldout_pairs_path"):
-            if cfg.eval.probe.get(key):
-                load_pairs(cfg.eval.probe[key])
 
     import contextlib
 
     # One writer per run directory: the process that evaluates into it holds its lock.
-    with run.lock() if (planned or run_probe) else contextlib.nullcontext():
-        if planned or run_probe:
+    with run.lock() if planned else contextlib.nullcontext():
+        if planned:
             from midtrain.tracking.provenance import record_attempt, stage_provenance
 
-            record_attempt(run.path, "eval", suites=sorted({p.suite for p in planned} | ({"probe"} if run_probe else set())))
+            record_attempt(run.path, "eval", suites=sorted({p.suite for p in planned}))
             run.update_metrics({"provenance": stage_provenance(run.path)})
-
-        log_root = Path(str(cfg.inspect.log_dir)) if cfg.inspect.get("log_dir") else run.eval_dir
-        max_missing = float(cfg.max_missing_share)
-        if planned:
-            mut = model if model is not None else _model_under_test(cfg, run)
-            for p in planned:
-                log.info("eval %s/%s on %s", p.suite, p.key, run.path)
-                result_log = _run_inspect(p, mut, cfg, log_root / p.suite)
-                summary = summarize_graded(result_log, max_missing) if p.graded else summarize_metrics(result_log)
-                summary.update(p.extra)
-                summary["log"] = _log_ref(result_log.location, run.path)
-                summary["settings_key"] = keys[p.suite]
-                if not summary["complete"]:
-                    log.warning("eval %s/%s incomplete: %s", p.suite, p.key, {k: summary.get(k) for k in ("status", "missing_share", "samples_failed", "samples_unscored")})
-                update = {p.suite: summary} if p.suite == p.key else {p.suite: {p.key: summary}}
-                _keep_other_settings(run, p.suite, keys[p.suite])
-                run.update_metrics({"eval": update})  # after each task, so a crash keeps finished ones
-        if run_probe:
-            from midtrain.evals.probe import HELDOUT_PAIRS_PATH, load_pairs, probe_run_dir
-
-            pc = cfg.eval.probe
-            pairs = load_pairs(pc.pairs_path) if pc.get("pairs_path") else None
-            extra = {"heldout": load_pairs(pc.get("heldout_pairs_path") or HELDOUT_PAIRS_PATH)} if pc.get("heldout") else {}
-            result = probe_run_dir(run.path, pairs=pairs, batch_size=int(pc.batch_size), device=pc.get("device"),
-                                   dtype=pc.get("dtype"), extra_sets=extra)
-            result["complete"] = True
-            result["settings_key"] = keys["probe"]
-            _keep_other_settings(run, "probe", keys["probe"])
-            run.update_metrics({"eval": {"probe": result}})
-            log.info("probe margin %.4f %s (accuracy %.3f)", result["margin"], result["unit"], result["accuracy"])
+        ctx = _Context(cfg, run, model)
+        for p in planned:
+            log.info("eval %s/%s on %s", p.suite, p.key, run.path)
+            summary = suites[p.suite].run(p, ctx)
+            summary["settings_key"] = keys[p.suite]
+            if not summary["complete"]:
+                log.warning("eval %s/%s incomplete: %s", p.suite, p.key, {k: summary.get(k) for k in ("status", "missing_share", "samples_failed", "samples_unscored")})
+            update = {p.suite: summary} if p.suite == p.key else {p.suite: {p.key: summary}}
+            _keep_other_settings(run, p.suite, keys[p.suite])
+            run.update_metrics({"eval": update})  # after each task, so a crash keeps finished ones
     return run.read_metrics().get("eval", {})
 
 
@@ -198,13 +184,17 @@ def eval_settings_key(cfg: DictConfig, suite: str, grader_models: list | None = 
     under test and its generation settings, the sample limit."""
     from midtrain.tracking.identity import digest
 
+    from midtrain.evals._registry import SUITES
+
+    inspected = SUITES[suite].through_inspect
     graders = [str(g) for g in grader_models] if grader_models else OmegaConf.to_container(cfg.grader_models)
     return digest({
         "suite": suite,
         "settings": OmegaConf.to_container(cfg.eval[suite], resolve=True),
-        "graders": graders if suite != "probe" else None,
-        "grader": OmegaConf.to_container(cfg.grader, resolve=True) if suite != "probe" else None,
-        "generate": OmegaConf.to_container(cfg.generate, resolve=True) if suite != "probe" else None,
+        "graders": graders if inspected else None,
+        "grader": OmegaConf.to_container(cfg.grader, resolve=True) if inspected else None,
+        # `generate` was the sampling node's first name: kept here, results scored before keep their key
+        "generate": OmegaConf.to_container(cfg.sampling, resolve=True) if inspected else None,
         "model": cfg.model.get("name"),
         "limit": cfg.inspect.get("limit"),
         "max_missing_share": cfg.get("max_missing_share"),
@@ -254,16 +244,6 @@ def _restore_from_history(run: RunDir, keys: dict[str, str]) -> None:
     if changed:
         with run.lock():
             run.write_metrics(metrics)
-
-
-def _log_ref(location: str | None, root: Path) -> str | None:
-    """The Inspect log's path relative to the run dir when inside it (run dirs move)."""
-    if not location:
-        return None
-    try:
-        return str(Path(location).resolve().relative_to(root.resolve()))
-    except ValueError:
-        return location
 
 
 @hydra.main(version_base="1.3", config_path=str(CONF_DIR), config_name="eval")

@@ -54,7 +54,7 @@ def _get(cfg: DictConfig, key: str) -> tuple[bool, Any]:
     return True, node
 
 
-def _number_problem(key: str, value: Any, spec: tuple) -> str | None:
+def number_problem(key: str, value: Any, spec: tuple) -> str | None:
     kind, low, high, low_inclusive, nullable = spec
     if value is None:
         return None if nullable else f"{key}=null: a number is required"
@@ -81,7 +81,7 @@ def problems(cfg: DictConfig) -> list[str]:
         if not present:
             continue
         try:
-            p = _number_problem(key, value, spec)
+            p = number_problem(key, value, spec)
         except Exception as e:  # noqa: BLE001 - an interpolation that cannot resolve
             p = f"{key}: {e}"
         if p:
