@@ -163,7 +163,7 @@ def test_demo_preset_is_a_small_study_on_smollm2(tmp_path):
     assert cfg.model.name == "smollm2-135m" and cfg.model.source == "gguf"
     assert cfg.corpus.source == "jsonl" and cfg.sweep_name == "demo"
     assert list(cfg.stages.evaluate.after) == ["midtrain", "instruct"]
-    assert list(cfg.stages.evaluate.suites) == ["probe"]
+    assert list(cfg.eval) == ["probe"]
     assert cfg.instruct.path == "package:instruct/demo_alpaca.jsonl" and cfg.instruct.samples > 0
     # Seeds replicate the draws of documents, Q&A pairs and instruction samples.
     seeded = compose_preset("demo", [f"paths.runs_root={tmp_path}", "seed=2"])
@@ -209,12 +209,15 @@ def test_grid_overrides_add_anima_and_an_absolute_runs_root(tmp_path, monkeypatc
     out = grid_overrides(["seed=3"], grader_models=["anthropic/claude-sonnet-4-5"],
                          eval_overrides=["inspect.limit=2"])
     assert out[0] == "seed=3"
-    assert "stages.evaluate.suites=[probe,anima]" in out
-    assert "stages.evaluate.overrides=['grader_models=[anthropic/claude-sonnet-4-5]','inspect.limit=2']" in out
+    assert "eval=[probe,anima]" in out
+    assert "stages.evaluate.grader_models=[anthropic/claude-sonnet-4-5]" in out
+    assert "stages.evaluate.inspect.limit=2" in out
     assert out[-1] == f"paths.runs_root='{(tmp_path / 'runs').resolve()}'"
     assert not any("sk-test" in o for o in out)
     cfg = compose_preset("demo", out)
-    assert list(cfg.stages.evaluate.overrides) == ["grader_models=[anthropic/claude-sonnet-4-5]", "inspect.limit=2"]
+    assert list(cfg.eval) == ["probe", "anima"]
+    assert list(cfg.stages.evaluate.grader_models) == ["anthropic/claude-sonnet-4-5"]
+    assert cfg.stages.evaluate.inspect.limit == 2
 
 
 def test_bad_input_fails_before_any_work(tmp_path, monkeypatch, capsys):
@@ -226,7 +229,7 @@ def test_bad_input_fails_before_any_work(tmp_path, monkeypatch, capsys):
     with pytest.raises(SystemExit, match=r"no sweeps/nope\.yaml"):
         main(["--preset", "nope", f"paths.runs_root={tmp_path}"])
     with pytest.raises(SystemExit, match="probe"):
-        main([f"paths.runs_root={tmp_path}", "stages.evaluate.suites=[anima]"])
+        main([f"paths.runs_root={tmp_path}", "eval=anima"])
     assert not any(tmp_path.iterdir())  # nothing was generated or trained
 
 

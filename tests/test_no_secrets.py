@@ -2,7 +2,7 @@
 
 The canaries sit in every secret environment variable the project knows, and on the command
 line as the values of secret-named keys (`+logger.api_key=...`, `+generator.model_args.api_key=...`),
-inside an override list (`stages.evaluate.overrides`) and as token-shaped values under
+inside the evaluate stage's settings (`+stages.evaluate.model.model_args.api_key=...`) and as token-shaped values under
 harmless key names (`sk-...`, `hf_...`, a 40-hex W&B key). Afterwards no file anywhere under
 the test's directory (runs root, corpus folder, report folder, Hydra's output, W&B's
 directories, Inspect logs, checkpoints and weights: binary files included) and no console
@@ -88,7 +88,7 @@ def test_no_canary_in_any_file_or_output(tmp_path: Path):
         "pipeline", "experiment=treatment", "debug=smoke", "instruct.samples=4", "corpus.num_docs=8",
         "data.seq_len=128", f"paths.runs_root={runs}", "sweep_name=p", "logger=wandb",
         f"+logger.api_key={_canary(92)}",
-        f"stages.evaluate.overrides=['+model.model_args.api_key={_canary(93)}','+inspect.note={SK}']",
+        f"+stages.evaluate.model.model_args.api_key={_canary(93)}", f"+stages.evaluate.model.model_args.note={SK}",
     ], env, tmp_path))
     final = next(p.parent for p in (runs / "p").glob("*/instruct/DONE"))
     console.append(_app([

@@ -8,9 +8,10 @@ import sys
 from pathlib import Path
 
 import pytest
+from omegaconf import OmegaConf
 
 import midtrain.models.build as build
-from midtrain.pipeline import pipeline
+from midtrain.pipeline import pipeline, stage_config
 from midtrain.train import train
 from tests.conftest import compose_cfg, smoke_overrides
 
@@ -132,3 +133,58 @@ def test_paths_cache_dir_is_where_model_conversions_are_cached(tmp_path, monkeyp
     assert seen == [str(tmp_path / "c")]
     monkeypatch.setenv("MIDTRAIN_CACHE_DIR", str(tmp_path / "env"))
     assert compose_cfg("train", ["model=smollm2_135m"]).paths.cache_dir == str(tmp_path / "env")
+
+
+BAD_EVAL = [
+    ("eval.probe.batch_size=abc", "eval.probe.batch_size: Value 'abc' of type 'str' could not be converted to Integer"),
+    ("+eval.probe.batch_sise=8", "eval.probe.batch_sise: Key 'batch_sise' not in 'ProbeSettings'"),
+    ("eval.probe.batch_size=0", "eval.probe.batch_size=0: must be at least 1"),
+    ("stages.evaluate.inspect.limit=0", "stages.evaluate.inspect.limit=0: must be at least 1"),
+    ("stages.evaluate.model.provider=vlm", "stages.evaluate.model.provider='vlm': expected one of"),
+    ("+stages.evaluate.sampling.tempreature=1", "stages.evaluate.sampling: .*Unknown GenerateConfig field.*tempreature"),
+    ("stages.evaluate.grader.timeout=soon", "stages.evaluate.grader.timeout: Input should be a valid integer"),
+    ("eval=[probe,anima]", "eval=anima needs an explicit grader.*stages.evaluate.grader_models"),
+    ("+stages.evaluate.overrides=['inspect.limit=2']", "stages.evaluate.overrides was removed"),
+]
+
+
+@pytest.mark.parametrize("override,message", BAD_EVAL)
+def test_a_bad_eval_setting_fails_the_pipeline_before_any_training(tmp_path, monkeypatch, override, message):
+    """The evaluate stage's settings are checked at launch: before, they were composed from
+    override strings after midtraining and instruction tuning had run."""
+    import midtrain.train as train_mod
+
+    monkeypatch.setattr(build, "build_tokenizer", lambda *a, **k: pytest.fail("loaded a tokenizer"))
+    monkeypatch.setattr(train_mod, "train", lambda *a, **k: pytest.fail("a training stage started"))
+    cfg = compose_cfg("pipeline", [*smoke_overrides(tmp_path), override])
+    with pytest.raises(ValueError, match=message):
+        pipeline(cfg)
+    assert not (tmp_path / "runs").exists()
+
+
+def test_the_pipeline_hands_its_eval_settings_to_evaluate(tmp_path):
+    """What `evaluate` gets for a stage is `midtrain-eval`'s config with the pipeline's values."""
+    from midtrain.pipeline import eval_config
+
+    cfg = compose_cfg("pipeline", [*smoke_overrides(tmp_path), "eval=[probe,anima]", "eval.anima.epochs=2",
+                                   "stages.evaluate.grader_models=[openai/gpt-4o]", "stages.evaluate.inspect.limit=3",
+                                   "eval.probe.batch_size=8"])
+    ev = eval_config(cfg, tmp_path / "stage", force=True)
+    ref = compose_cfg("eval", [f"run_dir={tmp_path / 'stage'}", "eval=[probe,anima]", "eval.anima.epochs=2",
+                               "grader_models=[openai/gpt-4o]", "inspect.limit=3", "eval.probe.batch_size=8",
+                               "force=true"])
+    expected = {k: v for k, v in OmegaConf.to_container(ref, resolve=True).items() if k != "paths"}
+    assert OmegaConf.to_container(ev) == expected
+    assert "eval" not in stage_config(cfg, "midtrain", "lm", None)  # the suites are no training setting
+
+
+def test_a_bad_eval_setting_in_a_sweep_fails_before_any_job_is_submitted(tmp_path):
+    cmd = [str(BIN / "midtrain-pipeline"), "-m", "debug=smoke", f"paths.runs_root={tmp_path}", "sweep_name=bad",
+           "seed=0,1", "eval.probe.batch_size=8,abc"]
+    proc = subprocess.run(cmd, capture_output=True, text=True, timeout=300, cwd=tmp_path)
+    out = proc.stdout + proc.stderr
+    assert proc.returncode != 0, out[-3000:]
+    assert "4 jobs composed, 2 problem(s)" in out and "nothing was submitted" in out, out[-3000:]
+    assert out.count("eval.probe.batch_size: Value 'abc' of type 'str' could not be converted to Integer") == 2, \
+        out[-3000:]
+    assert not (tmp_path / "bad").exists() or not [p for p in (tmp_path / "bad").glob("*") if not p.name.startswith(".")]

@@ -118,8 +118,9 @@ def _quote(value: Any) -> str:
 # The grid --------------------------------------------------------------------------------
 def grid_overrides(overrides: Sequence[str] = (), grader_models: Sequence[str] = (),
                    eval_overrides: Sequence[str] = (), preset: str = "demo") -> list[str]:
-    """The overrides every job of the grid gets: the user's, then the eval suites, then an
-    absolute `paths.runs_root` (so every step agrees on where the runs are).
+    """The overrides every job of the grid gets: the user's, then the eval suites and settings
+    (`pipeline_eval_override` of each), then an absolute `paths.runs_root` (so every step
+    agrees on where the runs are).
 
     Raises:
         ValueError: an entry that is not `key=value`, or a grader whose API key is not set.
@@ -132,14 +133,28 @@ def grid_overrides(overrides: Sequence[str] = (), grader_models: Sequence[str] =
     for g in grader_models:  # a missing API key fails here, not after the training
         check_model_access(g)
     out = list(overrides)
-    eval_over = list(eval_overrides)
     if grader_models:
-        out.append("stages.evaluate.suites=[probe,anima]")
-        eval_over.insert(0, f"grader_models=[{','.join(grader_models)}]")
-    if eval_over:
-        out.append("stages.evaluate.overrides=[" + ",".join(_quote(o) for o in eval_over) + "]")
+        out += ["eval=[probe,anima]", f"stages.evaluate.grader_models=[{','.join(grader_models)}]"]
+    out += [pipeline_eval_override(o) for o in eval_overrides]
     runs_root = compose_preset(preset, _fixed(out)).paths.runs_root
     return [*out, f"paths.runs_root={_quote(Path(str(runs_root)).expanduser().resolve())}"]
+
+
+def pipeline_eval_override(override: str) -> str:
+    """A `midtrain-eval` override as the pipeline spells it: suites (`eval=...`, `eval.<suite>.*`)
+    as they are, every other setting under `stages.evaluate` (`inspect.limit=2` ->
+    `stages.evaluate.inspect.limit=2`).
+
+    Raises:
+        ValueError: `run_dir` or `force`, which the pipeline sets for each stage it scores.
+    """
+    prefix = override[:1] if override[:1] in "+~" else ""
+    key = override[len(prefix):].split("=", 1)[0]
+    if key.split(".")[0] in ("run_dir", "force"):
+        raise ValueError(f"eval override {override!r}: the pipeline sets {key} for each stage it scores")
+    if key == "eval" or key.startswith("eval.") or key.startswith("eval@"):
+        return override
+    return f"{prefix}stages.evaluate.{override[len(prefix):]}"
 
 
 def _fixed(overrides: Sequence[str]) -> list[str]:
@@ -719,7 +734,8 @@ def run_demo(overrides: Sequence[str] = (), *, preset: str = "demo", grader_mode
         overrides: Hydra overrides for every job of the grid (e.g. `model=tiny_llama`, `seed=0,1`).
         preset: the grid, `sweeps/<preset>.yaml`.
         grader_models: Inspect model ids grading ANIMA; non-empty adds the anima suite.
-        eval_overrides: extra `midtrain-eval` overrides (e.g. `anima.data_dir=...`).
+        eval_overrides: extra `midtrain-eval` overrides (e.g. `eval.anima.data_dir=...`,
+            `inspect.limit=2`), placed where the pipeline holds them.
         report_dir: where tables and plots go; default `<runs_root>/<sweep_name>-report`.
         generate_seed: seed of the template corpora.
 
@@ -732,9 +748,9 @@ def run_demo(overrides: Sequence[str] = (), *, preset: str = "demo", grader_mode
     jobs = expand_jobs(preset, overrides)
     pcfg = compose_preset(preset, jobs[0])  # an unknown key or option fails here, before any work
     ev = pcfg.stages.evaluate
-    if not ev.enabled or "probe" not in ev.suites:
-        raise ValueError("the demo summarizes the probe: keep stages.evaluate.enabled=true and probe in "
-                         f"stages.evaluate.suites (got {list(ev.suites)})")
+    if not ev.enabled or "probe" not in pcfg.eval:
+        raise ValueError("the demo summarizes the probe: keep stages.evaluate.enabled=true and probe among the "
+                         f"eval suites (e.g. eval=[probe,anima]; got eval={list(pcfg.eval)})")
     sweep_dir = Path(str(pcfg.paths.runs_root)) / str(pcfg.sweep_name)
     report_dir = Path(report_dir or Path(str(pcfg.paths.runs_root)) / f"{pcfg.sweep_name}-report").expanduser().resolve()
     reference = reference_overrides(preset, overrides)
@@ -796,7 +812,7 @@ def main(argv: Sequence[str] | None = None) -> None:
     ap.add_argument("--grader-model", dest="graders", action="append", default=[],
                     help="an Inspect model id grading ANIMA (repeatable); adds the ANIMA suite")
     ap.add_argument("--eval-override", dest="eval_overrides", action="append", default=[],
-                    help="an extra midtrain-eval override, e.g. anima.data_dir=/data/anima (repeatable)")
+                    help="an extra midtrain-eval override, e.g. eval.anima.data_dir=/data/anima (repeatable)")
     ap.add_argument("--report-dir", default=None, help="default: <runs_root>/<sweep_name>-report")
     ap.add_argument("--generate-seed", type=int, default=0, help="seed of the template corpora")
     args = ap.parse_args(argv)

@@ -56,7 +56,7 @@ def stage_config(cfg: DictConfig, stage: str, objective: str, init_from: Path | 
         c.trainer = OmegaConf.merge(cfg.trainer, deltas.get("trainer") or {})
         if stage != "instruct":  # the preservation strategy belongs to the instruction stage
             c.preserve = OmegaConf.create(NONE)
-        for key in ("stages", "hydra"):
+        for key in ("stages", "eval", "hydra"):  # the evaluate stage's suites are not a training setting
             c.pop(key, None)
     return c
 
@@ -78,6 +78,8 @@ def _check(cfg: DictConfig) -> None:
     bad = [t for t in st.evaluate.after if t not in EVAL_TARGETS]
     if bad:
         raise ValueError(f"stages.evaluate.after: unknown {bad}; expected any of {list(EVAL_TARGETS)}")
+    if st.evaluate.enabled:
+        _check_eval(cfg)  # a bad eval setting fails here, not after the training stages
     if int(cfg.instruct.samples) < 0 or int(cfg.corpus.num_docs) < 0:
         raise ValueError("corpus.num_docs and instruct.samples must be >= 0")
     if int(cfg.instruct.samples) > 0:  # the instruction stage's strategy fails here, not after midtraining
@@ -130,7 +132,9 @@ def plan(cfg: DictConfig) -> Plan:
         p.hashes["base"] = digest(canonical(base_config(cfg), (*EXCLUDE, *_BASE_IGNORES)))
     if st.evaluate.enabled:
         ev = OmegaConf.to_container(st.evaluate, resolve=True)
-        p.hashes["evaluate"] = digest({"evaluate": ev, "targets": {t: p.hashes[s] for t, s in p.targets.items()}})
+        suites = OmegaConf.to_container(cfg.eval, resolve=True)
+        p.hashes["evaluate"] = digest({"evaluate": ev, "eval": suites,
+                                       "targets": {t: p.hashes[s] for t, s in p.targets.items()}})
     return p
 
 
@@ -240,11 +244,6 @@ def export_base(cfg: DictConfig, run: RunDir, h: str | None = None) -> RunDir:
     return base
 
 
-def compose_eval(overrides: list[str]) -> DictConfig:
-    """Compose `conf/eval.yaml` inside a running Hydra app, or standalone (tests, notebooks)."""
-    return compose_preset("eval", overrides)
-
-
 def compose_preset(config_name: str, overrides: list[str] | None = None) -> DictConfig:
     """Compose a primary config inside a running Hydra app (its search path, e.g. `--config-dir
     sweeps`), or standalone from `conf/` (tests, notebooks)."""
@@ -257,24 +256,54 @@ def compose_preset(config_name: str, overrides: list[str] | None = None) -> Dict
         return compose(config_name=config_name, overrides=list(overrides or []))
 
 
+# The evaluate stage's own keys; the rest of `stages.evaluate` is conf/eval_settings/.
+_EVALUATE_KEYS = ("enabled", "after")
+_REMOVED = {"suites": "select suites with eval=<suite> (e.g. eval=paper, eval=[probe,anima])",
+            "overrides": "set eval settings as keys of their own: stages.evaluate.<key>=... for midtrain-eval's "
+                         "<key>=... (e.g. stages.evaluate.grader_models=[...]), eval.<suite>.<key>=... as in midtrain-eval"}
+
+
+def eval_config(cfg: DictConfig, run_dir: Path | str, force: bool = False) -> DictConfig:
+    """The `midtrain-eval` config of one evaluated stage: `stages.evaluate`'s settings and the
+    `eval` suites of the pipeline's config, scoring `run_dir`."""
+    from midtrain.evals.settings import resolved
+
+    ev = cfg.stages.evaluate
+    c = resolved(ev, [k for k in ev if k not in _EVALUATE_KEYS])
+    with open_dict(c):
+        c.eval = resolved(cfg, ["eval"]).eval
+        c.run_dir = str(run_dir)
+        c.force = bool(force)
+    return c
+
+
+def _check_eval(cfg: DictConfig) -> None:
+    """The evaluate stage's settings and suites, checked at launch (nothing loads)."""
+    from dataclasses import fields
+
+    from midtrain.evals.settings import EvalSettings, check_eval_config
+
+    for key, instead in _REMOVED.items():
+        if key in cfg.stages.evaluate:
+            raise ValueError(f"stages.evaluate.{key} was removed: {instead}")
+    known = {*_EVALUATE_KEYS, *(f.name for f in fields(EvalSettings))}
+    unknown = [str(k) for k in cfg.stages.evaluate if k not in known]
+    if unknown:
+        raise ValueError(f"stages.evaluate: unknown key(s) {unknown}; expected any of {sorted(known)}")
+    check_eval_config(eval_config(cfg, RunDir.from_cfg(cfg).path), where="stages.evaluate.")
+
+
 def evaluate_stages(cfg: DictConfig, run: RunDir, targets: dict[str, RunDir], force: bool = False) -> dict:
     """Run the configured eval suites on each target stage; results also land in each stage's metrics.json."""
     from midtrain.eval import evaluate
 
-    ev = cfg.stages.evaluate
     out: dict[str, dict] = {}
     done_paths: dict[Path, str] = {}
     for name, stage in targets.items():
         if stage.path in done_paths:  # e.g. final is the instruct stage
             out[name] = out[done_paths[stage.path]]
             continue
-        result: dict = {}
-        for suite in ev.suites:
-            overrides = [f"run_dir={stage.path}", f"eval={suite}", *[str(o) for o in ev.overrides]]
-            if force:
-                overrides.append("force=true")
-            result.update(evaluate(compose_eval(overrides)))
-        out[name] = result
+        out[name] = evaluate(eval_config(cfg, stage.path, force))
         done_paths[stage.path] = name
     return out
 

@@ -4,8 +4,8 @@ One table says which environment variables carry secrets: the provider table
 (`midtrain.providers.PROVIDERS`, every key and token variable of each model provider, the
 same table `midtrain-generate` checks keys against before the first request) plus
 `OTHER_SECRET_ENV_VARS`. Redaction then works three ways, on every string of a
-config wherever it sits (mapping values, list items, nested overrides such as
-`stages.evaluate.overrides`):
+config wherever it sits (mapping values, list items, `key=value` override strings such as
+those in Hydra's `overrides.yaml`):
 
 - by key name: the value of a key like `api_key`, `token`, `password` (also inside a
   `key=value` override string such as `'+model.model_args.api_key=...'`);
