@@ -28,7 +28,6 @@ Everything resumes: finished runs (DONE) are skipped, so a second call only re-r
 from __future__ import annotations
 
 import functools
-import itertools
 import logging
 import subprocess
 import sys
@@ -167,22 +166,14 @@ def _fixed(overrides: Sequence[str]) -> list[str]:
 
 def expand_jobs(preset: str, overrides: Sequence[str]) -> list[list[str]]:
     """Each job's overrides, as Hydra's basic sweeper makes them: the preset's sweeper params,
-    replaced by command-line overrides of the same key, crossed."""
+    replaced by command-line overrides of the same key, crossed (`BasicSweeper.split_arguments`)."""
+    from hydra._internal.core_plugins.basic_sweeper import BasicSweeper
     from hydra.core.override_parser.overrides_parser import OverridesParser
 
     hcfg = compose_preset(preset, _fixed(overrides), hydra_cfg=True)
     params = OmegaConf.to_container(hcfg.hydra.sweeper.params, resolve=False) or {}
-    parser = OverridesParser.create()
-    merged = {}
-    for o in parser.parse_overrides([f"{k}={v}" for k, v in params.items()]) + parser.parse_overrides(list(overrides)):
-        merged[o.get_key_element()] = o
-    axes = []
-    for key, o in merged.items():
-        if o.is_sweep_override():
-            axes.append([f"{key}={v}" for v in o.sweep_string_iterator()])
-        else:
-            axes.append([o.input_line])
-    return [list(job) for job in itertools.product(*axes)]
+    parsed = OverridesParser.create().parse_overrides([*(f"{k}={v}" for k, v in params.items()), *overrides])
+    return [list(job) for batch in BasicSweeper.split_arguments(parsed, max_batch_size=None) for job in batch]
 
 
 def plan_corpora(preset: str, overrides: Sequence[str]) -> list[dict]:
@@ -522,6 +513,17 @@ def _save(fig, path: Path) -> Path:
     return path
 
 
+def _finish(fig, ax, path: Path, ylabel: str, title: str, xlabel: str | None = None, title_size: int = 9) -> Path:
+    """Label, grid, legend and save one demo plot."""
+    if xlabel is not None:
+        ax.set_xlabel(xlabel)
+    ax.set_ylabel(ylabel)
+    ax.set_title(title, fontsize=title_size)
+    ax.grid(alpha=0.3)
+    ax.legend(fontsize=7)
+    return _save(fig, path)
+
+
 def plot_gaps(summary: Mapping, path: Path) -> Path | None:
     """The paired differences per stage with their 95% interval over probe pairs (bars: over seeds)."""
     gaps = summary.get("gaps") or []
@@ -544,11 +546,8 @@ def plot_gaps(summary: Mapping, path: Path) -> Path | None:
     ax.axhline(0.0, color="grey", lw=0.8)
     ax.set_xticks(range(len(keys)))
     ax.set_xticklabels([stage_label(k) for k in keys], fontsize=8)
-    ax.set_ylabel(f"difference in probe margin ({summary['unit']})")
-    ax.set_title("Treatment minus comparison, 95% interval over probe pairs", fontsize=10)
-    ax.grid(alpha=0.3)
-    ax.legend(fontsize=7)
-    return _save(fig, path)
+    return _finish(fig, ax, path, f"difference in probe margin ({summary['unit']})",
+                   "Treatment minus comparison, 95% interval over probe pairs", title_size=10)
 
 
 def plot_erosion(summary: Mapping, path: Path) -> Path | None:
@@ -570,12 +569,9 @@ def plot_erosion(summary: Mapping, path: Path) -> Path | None:
     if not drawn:
         plt.close(fig)
         return None
-    ax.set_xlabel("instruction-tuning samples after midtraining (0 = midtrained model)")
-    ax.set_ylabel(f"probe margin ({summary['unit']})")
-    ax.set_title("Erosion: probe margin across instruction-tuning sizes (mean ± s.e. over seeds)", fontsize=9)
-    ax.grid(alpha=0.3)
-    ax.legend(fontsize=7)
-    return _save(fig, path)
+    return _finish(fig, ax, path, f"probe margin ({summary['unit']})",
+                   "Erosion: probe margin across instruction-tuning sizes (mean ± s.e. over seeds)",
+                   xlabel="instruction-tuning samples after midtraining (0 = midtrained model)")
 
 
 def training_curves(runs: Sequence[Mapping]) -> dict[str, dict[Any, list[tuple[int, float]]]]:
@@ -627,12 +623,9 @@ def plot_training(curves: Mapping, summary: Mapping, path: Path) -> Path | None:
             ax.plot([s for s, _ in pts], [m for _, m in pts], marker=".", color=f"C{i}", alpha=0.7, lw=1,
                     label=cond if j == 0 else None)
     ax.axhline(0.0, color="grey", lw=0.8)
-    ax.set_xlabel("optimizer steps from the untrained model (midtraining, then instruction tuning)")
-    ax.set_ylabel(f"original probe margin ({summary['unit']})")
-    ax.set_title("Probe during training (one line per seed; each instruction size is its own run)", fontsize=9)
-    ax.grid(alpha=0.3)
-    ax.legend(fontsize=7)
-    return _save(fig, path)
+    return _finish(fig, ax, path, f"original probe margin ({summary['unit']})",
+                   "Probe during training (one line per seed; each instruction size is its own run)",
+                   xlabel="optimizer steps from the untrained model (midtraining, then instruction tuning)")
 
 
 def lexical_overlaps(corpora: Mapping[str, Sequence[str]], probe_sets: Mapping[str, Sequence] | None = None) -> dict:
