@@ -63,16 +63,14 @@ from inspect_evals.anima.types import AnimaDimension
 from inspect_evals.anima.utils import get_dimension_weighted_avg
 from inspect_evals.utils.scorers import GRADER_FAILED, GRADER_PARSE_FAILURE
 
+from midtrain.stats import is_number
+
 logger = logging.getLogger(__name__)
 
 OVERALL = "overall"
 
 # One grading call: (dimension, variable-set index, variable set, prompt template).
 GradingJob = tuple[str, int, dict[str, str], str]
-
-
-def _finite(x: Any) -> bool:
-    return isinstance(x, (int, float)) and not isinstance(x, bool) and math.isfinite(x)
 
 
 def resolve_graders(grader_models: Sequence[str | Model], grader_config: GenerateConfig) -> list[Model]:
@@ -232,9 +230,9 @@ def graded_only(scores: list[SampleScore]) -> list[SampleScore]:
     out = []
     for s in scores:
         v = s.score.value
-        if not isinstance(v, Mapping) or not _finite(v.get(OVERALL)):
+        if not isinstance(v, Mapping) or not is_number(v.get(OVERALL)):
             continue
-        kept = {k: x for k, x in v.items() if _finite(x)}
+        kept = {k: x for k, x in v.items() if is_number(x)}
         out.append(s.model_copy(update={"score": s.score.model_copy(update={"value": kept})}))
     return out
 
