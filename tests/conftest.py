@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
+import gc
+import importlib
 import json
+import os
 import random
 from pathlib import Path
 
@@ -11,6 +14,27 @@ from hydra import compose, initialize_config_dir
 from omegaconf import DictConfig, open_dict
 
 from midtrain.paths import CONF_DIR
+
+# Under `make mutation` (mutmut sets MUTANT_UNDER_TEST in every process it runs tests in), the
+# modules the project imports inside its functions are imported once here, in the server that
+# collects the tests, so that the worker forked for each mutant inherits them instead of
+# importing them again. Nothing here runs torch: a forked worker must start from a process
+# that has not (its thread pools do not survive a fork).
+_IMPORTED_INSIDE_FUNCTIONS = (
+    "torch", "transformers", "pytorch_lightning", "datasets", "tokenizers", "safetensors",
+    "scipy.stats", "numpy", "matplotlib.pyplot", "datasketch", "wandb", "hydra", "inspect_ai",
+    "inspect_ai.model", "inspect_ai.log", "midtrain.train", "midtrain.generate", "midtrain.report",
+    "midtrain.pipeline", "midtrain.evals.anima.task",
+)
+if "MUTANT_UNDER_TEST" in os.environ:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    for _name in _IMPORTED_INSIDE_FUNCTIONS:
+        importlib.import_module(_name)
+    # What is imported now stays out of the collector's reach, so that a worker's garbage
+    # collection neither walks nor copies (copy-on-write) the pages it shares with the server.
+    gc.freeze()
 
 SHARED_DIR = Path(__file__).resolve().parents[2] / "shared"
 ANIMA_DIR = SHARED_DIR / "anima-2.1"

@@ -40,6 +40,7 @@ from typing import Any
 
 from omegaconf import DictConfig, OmegaConf
 
+from midtrain import figures
 from midtrain.paths import CONF_DIR, SWEEPS_DIR
 from midtrain.report import collect_runs
 from midtrain.tracking import atomic_write_json, atomic_write_text
@@ -497,20 +498,11 @@ def format_summary(summary: Mapping) -> str:
 
 # Plots -------------------------------------------------------------------------------------
 def _plt():
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    return plt
+    return figures.pyplot()
 
 
 def _save(fig, path: Path) -> Path:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fig.tight_layout()
-    fig.savefig(path, dpi=120)
-    _plt().close(fig)
-    return path
+    return Path(figures.save(fig, path, dpi=120))
 
 
 def _finish(fig, ax, path: Path, ylabel: str, title: str, xlabel: str | None = None, title_size: int = 9) -> Path:

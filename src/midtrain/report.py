@@ -38,7 +38,7 @@ from typing import Any
 import hydra
 from omegaconf import DictConfig
 
-from midtrain import stats
+from midtrain import figures, stats
 from midtrain.paths import CONF_DIR
 from midtrain.stats import is_number, mean_stderr
 from midtrain.tracking.conditions import COMPARISONS, CONDITION_KEYS
@@ -350,91 +350,6 @@ def summary_markdown(summary: list[dict], group_by: list[str], metric: str, prob
     return "\n".join(lines) + "\n"
 
 
-def _pyplot():
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    return plt
-
-
-def _save(fig, path: Path, dpi: int) -> str:
-    fig.tight_layout()
-    fig.savefig(path, dpi=dpi)
-    _pyplot().close(fig)
-    return str(path)
-
-
-def _line_plot(path: Path, series: Mapping[str, list[tuple]], xlabel: str, ylabel: str, title: str, dpi: int,
-               zero_line: bool = False) -> str:
-    """One line per series of `(x, mean, stderr or None)` points, with standard-error bars."""
-    plt = _pyplot()
-    fig, ax = plt.subplots(figsize=(6, 4))
-    for label, pts in sorted(series.items()):
-        pts = sorted(pts, key=lambda p: p[0])
-        ax.errorbar([p[0] for p in pts], [p[1] for p in pts], yerr=[p[2] or 0.0 for p in pts],
-                    marker="o", capsize=3, label=label)
-    if zero_line:
-        ax.axhline(0.0, color="grey", lw=0.8)
-    ax.set_xlabel(xlabel)
-    ax.set_ylabel(ylabel)
-    ax.set_title(title)
-    ax.grid(alpha=0.3)
-    ax.legend(fontsize=8)
-    return _save(fig, path, dpi)
-
-
-def _plot(summary: list[dict], out_dir: Path, cfg: DictConfig) -> dict[str, str]:
-    """Write the three standard plots; returns {name: path or reason skipped}."""
-    done: dict[str, str] = {}
-
-    def lines_plot(name: str, x_key: str, cells: list[dict], series_key, title: str, xlabel: str) -> None:
-        series: dict[str, list[tuple]] = defaultdict(list)
-        for s in cells:
-            series[series_key(s)].append((s[x_key], s["mean"], s["stderr"]))
-        if not series:
-            done[name] = "skipped: no runs"
-            return
-        done[name] = _line_plot(out_dir / f"{name}.png", series, xlabel, cfg.metric, title, int(cfg.plots.dpi))
-
-    def label(s: dict, *keys: str) -> str:
-        return " ".join([str(s.get(k)) for k in keys if s.get(k) is not None]
-                        + ([s["legend_extra"]] if s.get("legend_extra") else []))
-
-    numeric = [s for s in summary if is_number(s.get("num_docs")) and is_number(s.get("instruct_samples"))]
-    at = cfg.plots.doc_count_at_instruct_samples
-    if at is None and numeric:  # the least instruction-tuned setting present
-        at = min(s["instruct_samples"] for s in numeric)
-    lines_plot("anima_vs_doc_count", "num_docs", [s for s in numeric if s["instruct_samples"] == at],
-               lambda s: label(s, "model", "condition"), f"{cfg.metric} vs documents ({at} SFT samples)",
-               "midtraining documents")
-    erosion = [s for s in numeric if len({t["instruct_samples"] for t in numeric
-                                          if (t.get("condition"), t["num_docs"]) == (s.get("condition"), s["num_docs"])}) > 1]
-    lines_plot("erosion", "instruct_samples", erosion,
-               lambda s: label(s, "model", "condition", "preserve") + f" n={s['num_docs']}",
-               f"{cfg.metric} vs instruction-tuning samples", "instruction-tuning samples")
-
-    dims = sorted({d for s in summary for d in s["dimensions"]})
-    if not dims:
-        done["by_dimension"] = "skipped: no per-dimension scores"
-        return done
-    fig, ax = _pyplot().subplots(figsize=(max(6, len(dims) * 0.9), 4))
-    width = 0.8 / max(1, len(summary))
-    for i, s in enumerate(summary):
-        xs = [j + i * width for j in range(len(dims))]
-        ax.bar(xs, [s["dimensions"].get(d, 0.0) for d in dims], width=width,
-               label=label(s, "condition") + f" n={s.get('num_docs')} i={s.get('instruct_samples')}")
-    ax.set_xticks([j + 0.4 - width / 2 for j in range(len(dims))])
-    ax.set_xticklabels(dims, rotation=45, ha="right", fontsize=8)
-    ax.set_ylabel("mean score over seeds")
-    ax.set_title("Per-dimension scores")
-    if len(summary) <= 12:
-        ax.legend(fontsize=7)
-    done["by_dimension"] = _save(fig, out_dir / "by_dimension.png", int(cfg.plots.dpi))
-    return done
-
-
 # Treatment minus control ----------------------------------------------------------------------
 def _paired(rows: list[dict], keys: Sequence[str], minuend: str, subtrahend: str,
             value: Callable[[dict], Any]) -> Iterator[tuple[tuple, dict, dict, list]]:
@@ -514,31 +429,6 @@ def gaps_markdown(rows: list[dict], metric: str, minuend: str, subtrahend: str) 
     return "\n".join(lines) + "\n"
 
 
-def _plot_gaps(gap_rows: list[dict], curves: list[dict], out_dir: Path, cfg: DictConfig) -> dict[str, str]:
-    done: dict[str, str] = {}
-    title = f"{cfg.gap.minuend} minus {cfg.gap.subtrahend}"
-
-    def draw(name: str, series: dict[str, list[tuple]], ylabel: str, xlabel: str) -> None:
-        if not series:
-            done[name] = f"skipped: no paired {cfg.gap.minuend}/{cfg.gap.subtrahend} runs"
-            return
-        done[name] = _line_plot(out_dir / f"{name}.png", series, xlabel, ylabel, title, int(cfg.plots.dpi),
-                                zero_line=True)
-
-    series: dict[str, list[tuple]] = defaultdict(list)
-    for g in gap_rows:
-        if is_number(g.get("instruct_samples")):
-            extra = " ".join(f"{k}={g[k]}" for k in ("model", "num_docs") if k in g and g[k] is not None)
-            series[f"{g.get('preserve')} {extra}".strip()].append((g["instruct_samples"], g["gap"], g["stderr"]))
-    draw("gap_vs_instruct_samples", {k: v for k, v in series.items()}, f"{cfg.metric} gap",
-         "instruction-tuning samples")
-    curve_series = {f"{c['preserve']} i={c['instruct_samples']} n={c['num_docs']}":
-                    [(p["samples_seen"], p["gap"], p["stderr"]) for p in c["points"]] for c in curves}
-    draw("probe_curve_gap", curve_series, "probe margin gap (nats/token)",
-         "instruction samples seen (step share of the stage)")
-    return done
-
-
 def _validate(cfg: DictConfig) -> tuple[list[Path], Path]:
     sweep_dirs = cfg.sweep_dirs
     if isinstance(sweep_dirs, str):
@@ -615,9 +505,9 @@ def report(cfg: DictConfig) -> dict:
             keys + ["n", "seeds", minuend, subtrahend, "gap", "stderr"],
             ([g[k] for k in keys] + [g["n"], " ".join(map(str, g["seeds"])), _fmt(g[minuend], 6),
               _fmt(g[subtrahend], 6), _fmt(g["gap"], 6), _fmt(g["stderr"], 6)] for g in gap_rows)))
-    plots = _plot(summary, out_dir, cfg) if cfg.plots.enabled and summary else {}
+    plots = figures.report_figures(summary, out_dir, cfg) if cfg.plots.enabled and summary else {}
     if cfg.plots.enabled and (gap_rows or curves):
-        plots.update(_plot_gaps(gap_rows, curves, out_dir, cfg))
+        plots.update(figures.gap_figures(gap_rows, curves, out_dir, cfg))
     result = {"summary": summary, "runs": rows, "problems": problems, "missing": missing,
               "gaps": gap_rows, "curve_gaps": curves, "paired_gaps": paired,
               "files": {**{k: str(v) for k, v in files.items()}, **plots}}
