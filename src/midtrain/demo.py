@@ -14,13 +14,16 @@ exercises exactly what a real sweep does:
    reference run scoring the untrained model, then seed by seed one multirun per instruction
    size, the larger sizes reusing the finished midtraining stage of the smallest;
 3. runs `midtrain-report` once per scored stage (tables and plots over the sweep);
-4. summarizes the probe (`summarize`): per condition and stage the mean and standard error
-   over seeds on the original and the held-out pairs; treatment minus control and minus the
-   baseline with 95% intervals paired over seeds and probe pairs (`midtrain.stats`); the
-   erosion slope across instruction sizes; the probe's lexical overlap with every training
-   corpus; and sentences saying what the intervals support;
+4. summarizes the probe (`midtrain.study.summarize`): per condition and stage the mean and
+   standard error over seeds on the original and the held-out pairs; treatment minus control
+   and minus the baseline with 95% intervals paired over seeds and probe pairs
+   (`midtrain.stats`); the erosion slope across instruction sizes; the probe's lexical overlap
+   with every training corpus; and sentences saying what the intervals support;
 5. prints the summary, draws the differences per stage, the erosion and the probe during
-   midtraining, and says where the tables and plots are.
+   midtraining (`midtrain.figures`), and says where the tables and plots are.
+
+This module composes the configs, plans and writes the corpora, runs the grid and calls the
+report, the study and the figures; the statistics and the drawing live in those.
 
 Everything resumes: finished runs (DONE) are skipped, so a second call only re-reports.
 """
@@ -32,7 +35,6 @@ import logging
 import subprocess
 import sys
 import time
-from collections import defaultdict
 from collections.abc import Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from pathlib import Path
@@ -40,16 +42,13 @@ from typing import Any
 
 from omegaconf import DictConfig, OmegaConf
 
-from midtrain import figures
+from midtrain import figures, study
 from midtrain.paths import CONF_DIR, SWEEPS_DIR
 from midtrain.report import collect_runs
 from midtrain.tracking import atomic_write_json, atomic_write_text
-from midtrain.tracking.conditions import COMPARISONS, condition_order
 
 log = logging.getLogger(__name__)
 
-STAGES = ("base", "midtrain", "instruct")  # the order a model passes through them
-MARGIN_UNIT = "nats/token"
 
 
 # Composing configs -----------------------------------------------------------------------
@@ -231,405 +230,7 @@ def run_grid(preset: str, overrides: Sequence[str]) -> None:
         raise RuntimeError(f"the grid failed (exit status {proc.returncode}): {' '.join(cmd)}")
 
 
-# Summary ---------------------------------------------------------------------------------
-PROBE_SETS = ("original", "heldout")  # eval.probe itself, and eval.probe.heldout
-
-
-def stage_key(stage: str, instruct_samples: Any) -> str:
-    """`base`, `midtrain`, or `instruct:<samples>` (instruction tuning at each size is its own stage)."""
-    return f"instruct:{int(instruct_samples)}" if stage == "instruct" else stage
-
-
-def _stage_order(key: str) -> tuple:
-    name, _, n = key.partition(":")
-    return (STAGES.index(name) if name in STAGES else 99, int(n) if n else 0, key)
-
-
-def stage_label(key: str) -> str:
-    name, _, n = key.partition(":")
-    return {"base": "before midtraining", "midtrain": "after midtraining"}.get(
-        name, f"after {n} instruction samples" if n else key)
-
-
-def instruct_samples_of(key: str) -> int | None:
-    """Instruction samples seen at a stage: 0 after midtraining, N at `instruct:N`, None before."""
-    name, _, n = key.partition(":")
-    return 0 if name == "midtrain" else int(n) if name == "instruct" and n else None
-
-
-def _probe_set(stage_eval: Mapping, probe_set: str) -> Mapping | None:
-    p = stage_eval.get("probe")
-    if isinstance(p, Mapping) and probe_set == "heldout":
-        p = p.get("heldout")
-    return p if isinstance(p, Mapping) and "margin" in p else None
-
-
-def probe_table(runs: Sequence[Mapping]) -> dict:
-    """`{condition: {stage key: {probe set: {seed: probe result}}}}` from pipeline metrics.
-
-    Runs of several instruction sizes share their midtraining stage: one result per seed is
-    kept (the first; shared stages hold the same model and so the same numbers).
-    """
-    table: dict = defaultdict(lambda: defaultdict(lambda: defaultdict(dict)))
-    for r in runs:
-        cond = str(r.get("condition"))
-        for stage, ev in (r.get("eval_by_stage") or {}).items():
-            key = stage_key(stage, r.get("instruct_samples"))
-            for ps in PROBE_SETS:
-                res = _probe_set(ev, ps)
-                if res is not None:
-                    table[cond][key][ps].setdefault(r.get("seed"), res)
-    return table
-
-
-def _slope_stats(points_by_seed: Mapping[Any, list[tuple[float, float]]]) -> dict | None:
-    """Per-seed least-squares slopes (per 100 instruction samples), their mean, stderr, t interval."""
-    from midtrain.stats import mean_stderr, slope, t_interval
-
-    slopes = {s: 100.0 * slope([x for x, _ in pts], [y for _, y in pts])
-              for s, pts in points_by_seed.items() if len({x for x, _ in pts}) >= 2}
-    if not slopes:
-        return None
-    ms = mean_stderr(list(slopes.values()))
-    iv = t_interval(list(slopes.values()))
-    return {"per_100_samples": ms["mean"], "stderr": ms["stderr"], "interval": list(iv) if iv else None,
-            "n_seeds": ms["n"], "by_seed": {str(k): v for k, v in slopes.items()}}
-
-
-def summarize(runs: Sequence[Mapping], overlap: Mapping | None = None) -> dict:
-    """Probe margins per condition and stage with paired differences and what they support.
-
-    Args:
-        runs: pipeline metrics (each with `condition`, `seed`, `instruct_samples` and
-            `eval_by_stage.<stage>.probe`, whose `per_pair` margins the paired statistics use).
-        overlap: the probe's lexical overlap with each training corpus (`lexical_overlaps`).
-
-    Returns:
-        `{"unit", "conditions": {condition: {"runs", "seeds", "stages": {stage key: {probe set:
-        {"margin", "stderr", "accuracy", "n", "pairs"}}, "anima"?}}}, "stages", "gaps": [...],
-        "erosion": {...}, "statements": [sentences], "overlap"?}`. Stage keys are `base`,
-        `midtrain` and `instruct:<samples>`; a stage a condition never scored is absent.
-    """
-    from midtrain.stats import mean_stderr, paired_gap, verdict, verdict_kind
-
-    table = probe_table(runs)
-    by_cond: dict[str, list[Mapping]] = defaultdict(list)
-    for r in runs:
-        by_cond[str(r.get("condition"))].append(r)
-    conditions: dict[str, dict] = {}
-    all_keys: set[str] = set()
-    for cond in condition_order(by_cond):
-        stages: dict[str, dict] = {}
-        for key in sorted(table.get(cond, {}), key=_stage_order):
-            entry = {}
-            for ps, by_seed in table[cond][key].items():
-                ms = mean_stderr([v["margin"] for v in by_seed.values()])
-                entry[ps] = {"margin": ms["mean"], "stderr": ms["stderr"], "n": ms["n"],
-                             "accuracy": mean_stderr([v["accuracy"] for v in by_seed.values()])["mean"],
-                             "pairs": min(int(v.get("pairs", 0)) for v in by_seed.values())}
-            anima = [r["eval"]["anima"]["overall_mean"] for r in by_cond[cond]
-                     if key == stage_key("instruct", r.get("instruct_samples")) and "anima" in r.get("eval", {})]
-            if anima:
-                ms = mean_stderr(anima)
-                entry["anima"] = {"overall_mean": ms["mean"], "stderr": ms["stderr"], "n": ms["n"]}
-            stages[key] = entry
-        all_keys |= set(stages)
-        conditions[cond] = {"runs": len(by_cond[cond]), "seeds": sorted({r.get("seed") for r in by_cond[cond]}, key=str),
-                            "stages": stages}
-    # Final-model ANIMA of runs without instruction tuning (midtrain or base is then the final stage).
-    for cond, rs in by_cond.items():
-        anima = [r["eval"]["anima"]["overall_mean"] for r in rs if not r.get("instruct_samples") and "anima" in r.get("eval", {})]
-        if anima:
-            last = max(conditions[cond]["stages"], key=_stage_order, default=None)
-            if last:
-                ms = mean_stderr(anima)
-                conditions[cond]["stages"][last]["anima"] = {"overall_mean": ms["mean"], "stderr": ms["stderr"], "n": ms["n"]}
-    keys = sorted(all_keys, key=_stage_order)
-
-    gaps, statements = [], []
-    for a, b in COMPARISONS:
-        if a not in table or b not in table:
-            continue
-        for key in keys:
-            for ps in PROBE_SETS:
-                sa, sb = table[a].get(key, {}).get(ps), table[b].get(key, {}).get(ps)
-                if not sa or not sb:
-                    continue
-                pa = {s: v["per_pair"] for s, v in sa.items() if "per_pair" in v}
-                pb = {s: v["per_pair"] for s, v in sb.items() if "per_pair" in v}
-                if not pa or not pb or not set(pa) & set(pb):
-                    continue
-                g = paired_gap(pa, pb)
-                where = f"{stage_label(key)} ({'held-out' if ps == 'heldout' else 'original'} probe)"
-                g.update(a=a, b=b, stage=key, probe_set=ps, verdict=verdict_kind(g),
-                         statement=verdict(g, a, b, where[0].upper() + where[1:], MARGIN_UNIT))
-                gaps.append(g)
-                statements.append(g["statement"])
-
-    erosion: dict[str, Any] = {"conditions": {}, "gaps": {}}
-    for cond in conditions:
-        pts: dict[Any, list] = defaultdict(list)
-        for key in keys:
-            x = instruct_samples_of(key)
-            for seed, v in table.get(cond, {}).get(key, {}).get("original", {}).items():
-                if x is not None:
-                    pts[seed].append((x, v["margin"]))
-        st = _slope_stats(pts)
-        if st:
-            erosion["conditions"][cond] = st
-    for g_list in _group_gaps(gaps).items():
-        (a, b), by_key = g_list
-        pts = defaultdict(list)
-        for key, g in by_key.items():
-            x = instruct_samples_of(key)
-            if x is not None:
-                for seed, v in g["by_seed"].items():
-                    pts[seed].append((x, v))
-        st = _slope_stats(pts)
-        if st:
-            erosion["gaps"][f"{a}-{b}"] = st
-            statements.append(_erosion_statement(a, b, st))
-
-    out: dict[str, Any] = {"unit": MARGIN_UNIT, "conditions": conditions, "stages": keys, "gaps": gaps,
-                           "erosion": erosion, "statements": statements}
-    if overlap:
-        out["overlap"] = dict(overlap)
-    return out
-
-
-def _group_gaps(gaps: Sequence[Mapping]) -> dict[tuple[str, str], dict[str, Mapping]]:
-    """The original-probe gaps by comparison and stage key."""
-    out: dict[tuple[str, str], dict[str, Mapping]] = defaultdict(dict)
-    for g in gaps:
-        if g["probe_set"] == "original":
-            out[(g["a"], g["b"])][g["stage"]] = g
-    return out
-
-
-def _erosion_statement(a: str, b: str, st: Mapping) -> str:
-    iv = st.get("interval")
-    est = f"{st['per_100_samples']:+.3f} {MARGIN_UNIT} per 100 instruction samples"
-    if iv is None:
-        return f"Erosion of {a} minus {b}: {est} (one seed, no interval)."
-    ivs = f"95% interval [{iv[0]:+.3f}, {iv[1]:+.3f}] over {st['n_seeds']} seeds"
-    if iv[0] <= 0 <= iv[1]:
-        return f"Erosion of {a} minus {b}: no detectable change with instruction tuning ({est}, {ivs})."
-    word = "shrinks" if iv[1] < 0 else "grows"
-    return f"Erosion of {a} minus {b}: the gap {word} with instruction tuning ({est}, {ivs})."
-
-
-def _pm(v: Mapping | None, key: str = "margin") -> str:
-    if not v:
-        return "-"
-    se = v.get("stderr")
-    return f"{v[key]:+.3f}" + (f" ± {se:.3f}" if se is not None else "")
-
-
-def _table(header: Sequence[str], rows: Sequence[Sequence[str]]) -> list[str]:
-    widths = [max(len(r[i]) for r in [header, *rows]) for i in range(len(header))]
-    line = lambda cells: "| " + " | ".join(c.ljust(w) for c, w in zip(cells, widths)) + " |"  # noqa: E731
-    return [line(header), "|" + "|".join("-" * (w + 2) for w in widths) + "|", *map(line, rows)]
-
-
-def format_summary(summary: Mapping) -> str:
-    """The summary as plain-text tables (also valid Markdown) and sentences."""
-    from midtrain.stats import N_RESAMPLES
-
-    conds = summary["conditions"]
-    unit = summary["unit"]
-    has_anima = any("anima" in st for v in conds.values() for st in v["stages"].values())
-    header = ["condition", "stage", "seeds", "original probe", "acc", "held-out probe", "acc"] + (
-        ["ANIMA"] if has_anima else [])
-    rows = []
-    for cond, v in conds.items():
-        for key, st in v["stages"].items():
-            o, h = st.get("original"), st.get("heldout")
-            n = (o or h or {}).get("n", 0)
-            cells = [cond, stage_label(key), str(n), _pm(o), f"{o['accuracy']:.0%}" if o else "-", _pm(h),
-                     f"{h['accuracy']:.0%}" if h else "-"]
-            if has_anima:
-                a = st.get("anima")
-                cells.append(f"{a['overall_mean']:.1%}" + (f" ± {a['stderr']:.1%}" if a.get("stderr") is not None else "")
-                             if a else "-")
-            rows.append(cells)
-    pairs = {ps: max((st[ps]["pairs"] for v in conds.values() for st in v["stages"].values() if ps in st), default=0)
-             for ps in PROBE_SETS}
-    lines = [f"Compassion probe margin ({unit}, compassionate minus dismissive continuation), mean ± standard "
-             "error over seeds; acc = share of pairs preferring the compassionate continuation. Original probe: "
-             f"{pairs['original']} pairs; held-out probe: {pairs['heldout']} pairs in another register "
-             "(dialogue, first person, species and settings the corpora never mention).", "",
-             *_table(header, rows)]
-    gaps = summary.get("gaps") or []
-    if gaps:
-        lines += ["", f"Differences ({unit}), paired over seeds and probe pairs. 95% intervals: over probe pairs, "
-                  f"BCa bootstrap of the seed-averaged per-pair difference (scipy.stats.bootstrap, {N_RESAMPLES} "
-                  "resamples); over seeds, paired t interval of the per-seed difference (n - 1 df).", ""]
-        grows = []
-        for g in gaps:
-            iv = lambda x: "n/a" if x is None else f"[{x[0]:+.3f}, {x[1]:+.3f}]"  # noqa: E731
-            grows.append([f"{g['a']} - {g['b']}", stage_label(g["stage"]), g["probe_set"], f"{g['mean']:+.3f}",
-                          iv(g["pairs_interval"]), iv(g["seeds_interval"]), str(g["n_seeds"]), str(g["n_pairs"]),
-                          {"above": "above", "below": "below", "none": "no detectable difference",
-                           "mixed": "not established", "insufficient": "too few units"}[g["verdict"]]])
-        lines += _table(["difference", "stage", "probe", "mean", "95% CI (pairs)", "95% CI (seeds)", "seeds",
-                         "pairs", "supports"], grows)
-    ero = summary.get("erosion") or {}
-    if ero.get("conditions"):
-        lines += ["", f"Erosion: least-squares slope of the original probe margin on instruction samples (0 = after "
-                  f"midtraining), {unit} per 100 samples, mean ± standard error over seeds.", ""]
-        erows = [[c, _pm({"margin": st["per_100_samples"], "stderr": st["stderr"]}), str(st["n_seeds"])]
-                 for c, st in ero["conditions"].items()]
-        erows += [[f"gap {k.replace('-', ' - ', 1)}", _pm({"margin": st["per_100_samples"], "stderr": st["stderr"]}),
-                   str(st["n_seeds"])] for k, st in ero.get("gaps", {}).items()]
-        lines += _table(["series", "slope per 100 samples", "seeds"], erows)
-    ov = summary.get("overlap")
-    if ov:
-        corpora = list(next(iter(ov.values())))
-        lines += ["", "Lexical overlap of the probe with each training corpus: mean over probe pairs of the Jaccard "
-                  "index of word sets between a pair (prompt and both continuations) and its nearest document; "
-                  "content words (function words removed), all words in brackets. 1 = a pair copied from a "
-                  "document.", ""]
-        lines += _table(["probe", *corpora], [[ps, *[f"{ov[ps][c]['content_mean']:.3f} ({ov[ps][c]['mean']:.3f})"
-                                                     for c in corpora]] for ps in ov])
-    if summary.get("statements"):
-        lines += ["", "What the intervals support:", *[f"- {s}" for s in summary["statements"]]]
-    return "\n".join(lines) + "\n"
-
-
-# Plots -------------------------------------------------------------------------------------
-def _plt():
-    return figures.pyplot()
-
-
-def _save(fig, path: Path) -> Path:
-    return Path(figures.save(fig, path, dpi=120))
-
-
-def _finish(fig, ax, path: Path, ylabel: str, title: str, xlabel: str | None = None, title_size: int = 9) -> Path:
-    """Label, grid, legend and save one demo plot."""
-    if xlabel is not None:
-        ax.set_xlabel(xlabel)
-    ax.set_ylabel(ylabel)
-    ax.set_title(title, fontsize=title_size)
-    ax.grid(alpha=0.3)
-    ax.legend(fontsize=7)
-    return _save(fig, path)
-
-
-def plot_gaps(summary: Mapping, path: Path) -> Path | None:
-    """The paired differences per stage with their 95% interval over probe pairs (bars: over seeds)."""
-    gaps = summary.get("gaps") or []
-    if not gaps:
-        return None
-    plt = _plt()
-    keys = [k for k in summary["stages"] if any(g["stage"] == k for g in gaps)]
-    series = sorted({(g["a"], g["b"], g["probe_set"]) for g in gaps}, key=lambda t: (t[2] != "original", t))
-    fig, ax = plt.subplots(figsize=(7, 4.2))
-    width = 0.8 / len(series)
-    for i, (a, b, ps) in enumerate(series):
-        pts = [(keys.index(g["stage"]), g) for g in gaps if (g["a"], g["b"], g["probe_set"]) == (a, b, ps)]
-        xs = [x - 0.4 + width * (i + 0.5) for x, _ in pts]
-        ys = [g["mean"] for _, g in pts]
-        # BCa may place a skewed interval's end on the mean's side; a bar cannot be negative.
-        lo = [max(0.0, g["mean"] - (g["pairs_interval"] or [g["mean"]] * 2)[0]) for _, g in pts]
-        hi = [max(0.0, (g["pairs_interval"] or [g["mean"]] * 2)[1] - g["mean"]) for _, g in pts]
-        ax.errorbar(xs, ys, yerr=[lo, hi], fmt="o" if ps == "original" else "s", capsize=4,
-                    label=f"{a} - {b} ({'held-out' if ps == 'heldout' else 'original'} probe)")
-    ax.axhline(0.0, color="grey", lw=0.8)
-    ax.set_xticks(range(len(keys)))
-    ax.set_xticklabels([stage_label(k) for k in keys], fontsize=8)
-    return _finish(fig, ax, path, f"difference in probe margin ({summary['unit']})",
-                   "Treatment minus comparison, 95% interval over probe pairs", title_size=10)
-
-
-def plot_erosion(summary: Mapping, path: Path) -> Path | None:
-    """Original-probe margin against instruction samples (0 = after midtraining), mean ± se over seeds."""
-    plt = _plt()
-    fig, ax = plt.subplots(figsize=(6, 4))
-    drawn = False
-    for cond, v in summary["conditions"].items():
-        pts = [(instruct_samples_of(k), st["original"]) for k, st in v["stages"].items()
-               if instruct_samples_of(k) is not None and "original" in st]
-        if len(pts) < 2:
-            continue
-        pts.sort(key=lambda t: t[0])
-        slope = (summary.get("erosion") or {}).get("conditions", {}).get(cond)
-        label = cond + (f" (slope {slope['per_100_samples']:+.3f} per 100)" if slope else "")
-        ax.errorbar([x for x, _ in pts], [s["margin"] for _, s in pts], yerr=[s["stderr"] or 0.0 for _, s in pts],
-                    marker="o", capsize=3, label=label)
-        drawn = True
-    if not drawn:
-        plt.close(fig)
-        return None
-    return _finish(fig, ax, path, f"probe margin ({summary['unit']})",
-                   "Erosion: probe margin across instruction-tuning sizes (mean ± s.e. over seeds)",
-                   xlabel="instruction-tuning samples after midtraining (0 = midtrained model)")
-
-
-def training_curves(runs: Sequence[Mapping]) -> dict[str, dict[Any, list[tuple[int, float]]]]:
-    """The original probe along training, per condition and seed: `{condition: {seed: [(step, margin)]}}`.
-
-    Steps count optimizer steps from the untrained model: 0 is the reference run's score (the
-    untrained model of that seed, else of the first seed), then any `probe/margin` logged
-    during midtraining (`trainer.probe_every_n_steps` in the stage's CSV logs), the score
-    after midtraining, and after each instruction size at midtraining steps plus its own.
-    """
-    import csv
-
-    base: dict[Any, float] = {}
-    for r in runs:
-        if r.get("condition") == "base" and "probe" in (r.get("eval_by_stage") or {}).get("base", {}):
-            base[r.get("seed")] = r["eval_by_stage"]["base"]["probe"]["margin"]
-    out: dict[str, dict[Any, set]] = defaultdict(lambda: defaultdict(set))
-    for r in runs:
-        cond, seed, ev = str(r.get("condition")), r.get("seed"), r.get("eval_by_stage") or {}
-        if cond == "base" or "midtrain" not in ev or "probe" not in ev["midtrain"]:
-            continue
-        train = r.get("train") or {}
-        mid_steps = int((train.get("midtrain") or {}).get("global_steps") or 0)
-        pts = out[cond][seed]
-        b = base.get(seed, base[min(base, key=str)] if base else None)
-        if b is not None:
-            pts.add((0, b))
-        pts.add((mid_steps, ev["midtrain"]["probe"]["margin"]))
-        if r.get("_dir"):
-            for f in sorted((Path(r["_dir"]) / "midtrain" / "logs").glob("*/metrics.csv")):
-                with open(f, newline="") as fh:
-                    for row in csv.DictReader(fh):
-                        if row.get("probe/margin"):
-                            pts.add((int(float(row["step"])), float(row["probe/margin"])))
-        if "probe" in ev.get("instruct", {}):
-            steps = mid_steps + int((train.get("instruct") or {}).get("global_steps") or 0)
-            pts.add((steps, ev["instruct"]["probe"]["margin"]))
-    return {c: {s: sorted(v) for s, v in by_seed.items()} for c, by_seed in out.items() if by_seed}
-
-
-def plot_training(curves: Mapping, summary: Mapping, path: Path) -> Path | None:
-    """The original probe along training, one thin line per seed, one colour per condition."""
-    if not curves:
-        return None
-    plt = _plt()
-    fig, ax = plt.subplots(figsize=(6.5, 4))
-    for i, cond in enumerate(condition_order(curves)):
-        for j, (seed, pts) in enumerate(sorted(curves[cond].items(), key=lambda t: str(t[0]))):
-            ax.plot([s for s, _ in pts], [m for _, m in pts], marker=".", color=f"C{i}", alpha=0.7, lw=1,
-                    label=cond if j == 0 else None)
-    ax.axhline(0.0, color="grey", lw=0.8)
-    return _finish(fig, ax, path, f"original probe margin ({summary['unit']})",
-                   "Probe during training (one line per seed; each instruction size is its own run)",
-                   xlabel="optimizer steps from the untrained model (midtraining, then instruction tuning)")
-
-
-def lexical_overlaps(corpora: Mapping[str, Sequence[str]], probe_sets: Mapping[str, Sequence] | None = None) -> dict:
-    """`{probe set: {corpus: lexical_overlap result without per-pair detail}}`."""
-    from midtrain.evals.probe import HELDOUT_PAIRS_PATH, lexical_overlap, load_pairs
-
-    probe_sets = probe_sets or {"original": load_pairs(), "heldout": load_pairs(HELDOUT_PAIRS_PATH)}
-    return {ps: {name: {k: v for k, v in lexical_overlap(pairs, docs).items() if k != "nearest"}
-                 for name, docs in corpora.items() if docs}
-            for ps, pairs in probe_sets.items()}
-
-
+# Study inputs and the report ------------------------------------------------------------
 def demo_corpora(preset: str, overrides: Sequence[str]) -> dict[str, list[str]]:
     """The texts each condition's training stages can draw on, for the overlap table: the
     documents of each generated corpus, the baseline's Q&A pool and the instruction set."""
@@ -739,7 +340,7 @@ def run_demo(overrides: Sequence[str] = (), *, preset: str = "demo", grader_mode
     sweep_dir = Path(str(pcfg.paths.runs_root)) / str(pcfg.sweep_name)
     report_dir = Path(report_dir or Path(str(pcfg.paths.runs_root)) / f"{pcfg.sweep_name}-report").expanduser().resolve()
     reference = reference_overrides(preset, overrides)
-    scored = [s for s in STAGES if s in ev.after or (s == "base" and reference is not None)]
+    scored = [s for s in study.STAGES if s in ev.after or (s == "base" and reference is not None)]
 
     plan = plan_corpora(preset, overrides)
     generate_corpora(plan, generate_seed)
@@ -753,16 +354,17 @@ def run_demo(overrides: Sequence[str] = (), *, preset: str = "demo", grader_mode
 
     reports = run_reports(sweep_dir, report_dir, scored, anima=bool(grader_models))
     runs = collect_runs(sweep_dir)
-    overlap = lexical_overlaps(demo_corpora(preset, overrides))
-    summary = summarize(runs, overlap)
+    overlap = study.lexical_overlaps(demo_corpora(preset, overrides))
+    summary = study.summarize(runs, overlap)
     if not summary["conditions"]:
         raise RuntimeError(f"no finished runs under {sweep_dir}")
-    text = format_summary(summary)
+    text = study.format_summary(summary)
     files = {"summary_md": str(report_dir / "demo_summary.md"), "summary_json": str(report_dir / "demo_summary.json")}
-    for name, path in (("gap_by_stage_png", plot_gaps(summary, report_dir / "gap_by_stage.png")),
-                       ("erosion_png", plot_erosion(summary, report_dir / "erosion.png")),
+    curves = study.training_curves(runs)
+    for name, path in (("gap_by_stage_png", figures.plot_gaps(summary, report_dir / "gap_by_stage.png")),
+                       ("erosion_png", figures.plot_erosion(summary, report_dir / "erosion.png")),
                        ("probe_during_training_png",
-                        plot_training(training_curves(runs), summary, report_dir / "probe_during_training.png"))):
+                        figures.plot_training(curves, summary, report_dir / "probe_during_training.png"))):
         if path is not None:
             files[name] = str(path)
     for name, r in reports.items():

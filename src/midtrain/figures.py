@@ -1,7 +1,8 @@
-"""The report's figures: drawn with matplotlib from the rows and gaps the report has computed.
+"""The figures of the report and of the probe study, drawn with matplotlib.
 
 Only drawing lives here; every number a figure shows is one of the report's tables
-(``midtrain.report``), so the tables are what the tests pin and what mutation testing covers.
+(``midtrain.report``) or a value of the study's summary (``midtrain.study``), so those are
+what the tests pin and what mutation testing covers.
 """
 
 from __future__ import annotations
@@ -13,6 +14,8 @@ from pathlib import Path
 from omegaconf import DictConfig
 
 from midtrain.stats import is_number
+from midtrain.study import instruct_samples_of, stage_label
+from midtrain.tracking.conditions import condition_order
 
 
 def pyplot():
@@ -124,3 +127,83 @@ def gap_figures(gap_rows: list[dict], curves: list[dict], out_dir: Path, cfg: Di
     draw("probe_curve_gap", curve_series, "probe margin gap (nats/token)",
          "instruction samples seen (step share of the stage)")
     return done
+
+
+# The probe study's plots (`midtrain.study.summarize`, `training_curves`) ------------------
+def _finish(fig, ax, path: Path, ylabel: str, title: str, xlabel: str | None = None, title_size: int = 9) -> Path:
+    """Label, grid, legend and save one of the study's plots."""
+    if xlabel is not None:
+        ax.set_xlabel(xlabel)
+    ax.set_ylabel(ylabel)
+    ax.set_title(title, fontsize=title_size)
+    ax.grid(alpha=0.3)
+    ax.legend(fontsize=7)
+    return Path(save(fig, path, dpi=120))
+
+
+def plot_gaps(summary: Mapping, path: Path) -> Path | None:
+    """The paired differences per stage with their 95% interval over probe pairs (bars: over seeds)."""
+    gaps = summary.get("gaps") or []
+    if not gaps:
+        return None
+    plt = pyplot()
+    keys = [k for k in summary["stages"] if any(g["stage"] == k for g in gaps)]
+    series = sorted({(g["a"], g["b"], g["probe_set"]) for g in gaps}, key=lambda t: (t[2] != "original", t))
+    fig, ax = plt.subplots(figsize=(7, 4.2))
+    width = 0.8 / len(series)
+    for i, (a, b, ps) in enumerate(series):
+        pts = [(keys.index(g["stage"]), g) for g in gaps if (g["a"], g["b"], g["probe_set"]) == (a, b, ps)]
+        xs = [x - 0.4 + width * (i + 0.5) for x, _ in pts]
+        ys = [g["mean"] for _, g in pts]
+        # BCa may place a skewed interval's end on the mean's side; a bar cannot be negative.
+        lo = [max(0.0, g["mean"] - (g["pairs_interval"] or [g["mean"]] * 2)[0]) for _, g in pts]
+        hi = [max(0.0, (g["pairs_interval"] or [g["mean"]] * 2)[1] - g["mean"]) for _, g in pts]
+        ax.errorbar(xs, ys, yerr=[lo, hi], fmt="o" if ps == "original" else "s", capsize=4,
+                    label=f"{a} - {b} ({'held-out' if ps == 'heldout' else 'original'} probe)")
+    ax.axhline(0.0, color="grey", lw=0.8)
+    ax.set_xticks(range(len(keys)))
+    ax.set_xticklabels([stage_label(k) for k in keys], fontsize=8)
+    return _finish(fig, ax, path, f"difference in probe margin ({summary['unit']})",
+                   "Treatment minus comparison, 95% interval over probe pairs", title_size=10)
+
+
+def plot_erosion(summary: Mapping, path: Path) -> Path | None:
+    """Original-probe margin against instruction samples (0 = after midtraining), mean ± se over seeds."""
+    plt = pyplot()
+    fig, ax = plt.subplots(figsize=(6, 4))
+    drawn = False
+    for cond, v in summary["conditions"].items():
+        pts = [(instruct_samples_of(k), st["original"]) for k, st in v["stages"].items()
+               if instruct_samples_of(k) is not None and "original" in st]
+        if len(pts) < 2:
+            continue
+        pts.sort(key=lambda t: t[0])
+        slope = (summary.get("erosion") or {}).get("conditions", {}).get(cond)
+        label = cond + (f" (slope {slope['per_100_samples']:+.3f} per 100)" if slope else "")
+        ax.errorbar([x for x, _ in pts], [s["margin"] for _, s in pts], yerr=[s["stderr"] or 0.0 for _, s in pts],
+                    marker="o", capsize=3, label=label)
+        drawn = True
+    if not drawn:
+        plt.close(fig)
+        return None
+    return _finish(fig, ax, path, f"probe margin ({summary['unit']})",
+                   "Erosion: probe margin across instruction-tuning sizes (mean ± s.e. over seeds)",
+                   xlabel="instruction-tuning samples after midtraining (0 = midtrained model)")
+
+
+def plot_training(curves: Mapping, summary: Mapping, path: Path) -> Path | None:
+    """The original probe along training, one thin line per seed, one colour per condition."""
+    if not curves:
+        return None
+    plt = pyplot()
+    fig, ax = plt.subplots(figsize=(6.5, 4))
+    for i, cond in enumerate(condition_order(curves)):
+        for j, (seed, pts) in enumerate(sorted(curves[cond].items(), key=lambda t: str(t[0]))):
+            ax.plot([s for s, _ in pts], [m for _, m in pts], marker=".", color=f"C{i}", alpha=0.7, lw=1,
+                    label=cond if j == 0 else None)
+    ax.axhline(0.0, color="grey", lw=0.8)
+    return _finish(fig, ax, path, f"original probe margin ({summary['unit']})",
+                   "Probe during training (one line per seed; each instruction size is its own run)",
+                   xlabel="optimizer steps from the untrained model (midtraining, then instruction tuning)")
+
+
