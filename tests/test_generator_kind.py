@@ -44,3 +44,36 @@ def test_an_unknown_kind_is_named_before_anything_is_written(tmp_path):
     with pytest.raises(ValueError, match=r"generator.kind='markov': expected one of \['llm', 'template'\]"):
         generate(_cfg("generator=template", "generator.kind=markov", "num_docs=2", f"out_dir={out}"))
     assert not out.exists()
+
+
+def test_a_new_kind_is_one_entry_of_the_kind_table(tmp_path, monkeypatch):
+    """A kind registered in `GENERATOR_KINDS` alone is checked before anything is written,
+    writes the corpus and labels its manifest: nothing else in midtrain-generate names kinds."""
+    from midtrain import generate as gen
+
+    checked = []
+
+    def check(cfg, universe):
+        checked.append(universe.name)
+        if cfg.generator.name == "refused":
+            raise ValueError("generator.name='refused': the echo kind refuses it")
+
+    def write(cfg, universe, filters, match, model, out_dir):
+        assert model is None and match is None and out_dir == tmp_path / "c"
+        docs = [{"text": f"Echo {i}: {f.statement}", "fact": f.id, "doc_type": "echo"}
+                for i, f in enumerate(universe.facts[: int(cfg.num_docs)])]
+        return docs, {"candidates": len(docs), "rejected": {}, "passed_filters": len(docs)}
+
+    monkeypatch.setitem(gen.GENERATOR_KINDS, "echo", gen.GeneratorKind(check=check, write=write, source="echo"))
+    out = tmp_path / "c"
+    with pytest.raises(ValueError, match="the echo kind refuses it"):
+        generate(_cfg("generator=template", "generator.kind=echo", "generator.name=refused", "num_docs=2",
+                      f"out_dir={out}"))
+    assert not out.exists()
+    manifest = generate(_cfg("generator=template", "generator.kind=echo", "generator.name=echo", "num_docs=2",
+                             f"out_dir={out}"))
+    assert checked == ["animal_welfare", "animal_welfare"]
+    assert manifest["source"] == "echo" and manifest["smoke"] is False and manifest["num_written"] == 2
+    assert manifest["doc_types"] == {"echo": 2}
+    lines = (out / "documents.jsonl").read_text().splitlines()
+    assert [json.loads(line)["text"].split(":")[0] for line in lines] == ["Echo 0", "Echo 1"]

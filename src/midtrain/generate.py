@@ -1,9 +1,10 @@
 """midtrain-generate: a treatment or control corpus of synthetic documents, or Q&A pairs.
 
 `generate(cfg)` validates everything (universe, counts, model provider, API key, the output
-folder's identity) before the first request, then runs either the offline template generator
-(`midtrain.generation.template`) or the LLM pipeline (`midtrain.generation.llm`) and writes
-`documents.jsonl` (or `qa.jsonl`) and `manifest.json` into `out_dir`, both atomically.
+folder's identity) before the first request, then runs the writer of `generator.kind` (an
+entry of `GENERATOR_KINDS`: the offline templates of `midtrain.generation.template`, or the
+LLM pipeline of `midtrain.generation.llm`) and writes `documents.jsonl` (or `qa.jsonl`) and
+`manifest.json` into `out_dir`, both atomically.
 Re-running continues where the last run stopped: every finished request is on disk under
 `out_dir/stages/`.
 """
@@ -13,6 +14,8 @@ from __future__ import annotations
 import json
 import logging
 from collections import Counter
+from collections.abc import Callable
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -156,8 +159,91 @@ def check_out_dir(out_dir: Path, identity: dict) -> None:
                          "choose another out_dir or delete it")
 
 
-# `generator.kind`: how documents are written (`generator.name` is only the preset's label).
-GENERATOR_KINDS = ("template", "llm")
+# Generator kinds -----------------------------------------------------------------------
+@dataclass(frozen=True)
+class GeneratorKind:
+    """How one `generator.kind` writes a corpus (`generator.name` is only the preset's label).
+
+    A new kind is one entry of `GENERATOR_KINDS` and a preset `conf/generator/<name>.yaml`
+    with `kind: <kind>`; nothing else here names kinds.
+
+    Attributes:
+        check: `(cfg, universe)`, every check of the kind's own settings, run by `validate`
+            before anything is written; raises ValueError naming the key at fault.
+        write: `(cfg, universe, filters, match, model, out_dir) -> (records, parts)` for
+            `cfg.mode`: the records that passed `filters`, and the manifest's account of them
+            (`candidates`, `rejected`, `passed_filters`, ...).
+        source: the manifest's `source` label of the kind's corpora.
+        build_model: `generator config -> inspect-ai Model`, for a kind that writes with a
+            model (none is built when `generate` is given one).
+        smoke: the kind's corpora are for demos and tests, not for science.
+    """
+
+    check: Callable[[DictConfig, Universe], None]
+    write: Callable[..., tuple[list[dict], dict]]
+    source: str
+    build_model: Callable[[DictConfig], Any] | None = None
+    smoke: bool = False
+
+
+def _check_template(cfg: DictConfig, universe: Universe) -> None:
+    tmpl.template_block(universe)
+
+
+def _write_template(cfg: DictConfig, universe: Universe, filters: FilterConfig, match, model: Any,
+                    out_dir: Path) -> tuple[list[dict], dict]:
+    if cfg.mode == "documents":
+        return tmpl.generate_documents_template(universe, int(cfg.num_docs), int(cfg.seed), filters, match)
+    return tmpl.generate_qa_template(universe, int(cfg.num_docs), int(cfg.seed), filters)
+
+
+def _check_llm(cfg: DictConfig, universe: Universe) -> None:
+    if OmegaConf.is_missing(cfg.generator, "model"):
+        raise ValueError("generator.model is required for LLM generation, e.g. generator.model=anthropic/claude-sonnet-4-5")
+    check_model_access(cfg.generator.model, _model_args(cfg.generator))
+    check_model_path(cfg.generator)
+
+
+def _write_llm(cfg: DictConfig, universe: Universe, filters: FilterConfig, match, model: Any,
+               out_dir: Path) -> tuple[list[dict], dict]:
+    from midtrain.generation.llm import generate_documents_llm, generate_qa_llm
+
+    settings = _settings(cfg.generator)
+    if cfg.mode == "documents":
+        return generate_documents_llm(universe, model, out_dir, num_docs=int(cfg.num_docs), seed=int(cfg.seed),
+                                      settings=settings, filters=filters, match=match, progress=bool(cfg.progress))
+    return generate_qa_llm(universe, model, out_dir, num_pairs=int(cfg.num_docs), seed=int(cfg.seed),
+                           settings=settings, filters=filters, progress=bool(cfg.progress))
+
+
+def _settings(gen: DictConfig):
+    from inspect_ai.model import CachePolicy
+
+    from midtrain.generation.llm import LLMSettings
+
+    kwargs = {"cache": CachePolicy(expiry=gen.cache_expiry) if gen.cache else False}
+    return LLMSettings(num_doc_types=gen.num_doc_types, num_ideas=gen.num_ideas, oversample=gen.oversample,
+                       revise=gen.revise, concurrency=gen.max_connections,
+                       questions_per_request=gen.questions_per_request, qa_min_words=gen.qa_min_words,
+                       qa_max_words=gen.qa_max_words, variety=bool(gen.get("variety", True)),
+                       doc_type_quota=gen.get("doc_type_quota"), list_max_tokens=gen.get("list_max_tokens"),
+                       generate_kwargs=kwargs)
+
+
+GENERATOR_KINDS: dict[str, GeneratorKind] = {
+    # The offline smoke templates (`midtrain.generation.template`): no model, no network.
+    "template": GeneratorKind(check=_check_template, write=_write_template, source=tmpl.SMOKE_SOURCE, smoke=True),
+    # The LLM pipeline (`midtrain.generation.llm`) over inspect-ai's model API.
+    "llm": GeneratorKind(check=_check_llm, write=_write_llm, source="llm", build_model=build_model),
+}
+
+
+def generator_kind(cfg: DictConfig) -> GeneratorKind:
+    """The entry of `generator.kind`; raises ValueError naming the known kinds."""
+    kind = cfg.generator.get("kind")
+    if kind not in GENERATOR_KINDS:
+        raise ValueError(f"generator.kind={kind!r}: expected one of {sorted(GENERATOR_KINDS)}")
+    return GENERATOR_KINDS[kind]
 
 
 def validate(cfg: DictConfig) -> tuple[Universe, FilterConfig, Path]:
@@ -173,16 +259,7 @@ def validate(cfg: DictConfig) -> tuple[Universe, FilterConfig, Path]:
         raise ValueError("match_to applies to mode=documents only (a control corpus); unset it for mode=qa")
     universe = universe_from_mapping(cfg.universe, "config key 'universe'")
     filters = _filters(cfg)
-    kind = cfg.generator.get("kind")
-    if kind not in GENERATOR_KINDS:
-        raise ValueError(f"generator.kind={kind!r}: expected one of {sorted(GENERATOR_KINDS)}")
-    if kind == "template":
-        tmpl.template_block(universe)
-    elif OmegaConf.is_missing(cfg.generator, "model"):
-        raise ValueError("generator.model is required for LLM generation, e.g. generator.model=anthropic/claude-sonnet-4-5")
-    else:
-        check_model_access(cfg.generator.model, _model_args(cfg.generator))
-        check_model_path(cfg.generator)
+    generator_kind(cfg).check(cfg, universe)
     share = cfg.get("max_shortfall_share")
     if share is not None and not (isinstance(share, (int, float)) and 0 <= share <= 1):
         raise ValueError(f"max_shortfall_share must be null or a number in [0, 1], got {share!r}")
@@ -191,20 +268,6 @@ def validate(cfg: DictConfig) -> tuple[Universe, FilterConfig, Path]:
 
 
 # Generation ----------------------------------------------------------------------------
-def _settings(gen: DictConfig):
-    from inspect_ai.model import CachePolicy
-
-    from midtrain.generation.llm import LLMSettings
-
-    kwargs = {"cache": CachePolicy(expiry=gen.cache_expiry) if gen.cache else False}
-    return LLMSettings(num_doc_types=gen.num_doc_types, num_ideas=gen.num_ideas, oversample=gen.oversample,
-                       revise=gen.revise, concurrency=gen.max_connections,
-                       questions_per_request=gen.questions_per_request, qa_min_words=gen.qa_min_words,
-                       qa_max_words=gen.qa_max_words, variety=bool(gen.get("variety", True)),
-                       doc_type_quota=gen.get("doc_type_quota"), list_max_tokens=gen.get("list_max_tokens"),
-                       generate_kwargs=kwargs)
-
-
 def generate(cfg: DictConfig, model: Any = None) -> dict:
     """Generate a corpus into `cfg.out_dir`; return its manifest.
 
@@ -221,9 +284,9 @@ def generate(cfg: DictConfig, model: Any = None) -> dict:
     match = load_match(cfg.match_to) if cfg.get("match_to") else None
     identity = _identity(cfg, universe)
     check_out_dir(out_dir, identity)
-    is_template = cfg.generator.kind == "template"
-    if not is_template and model is None:
-        model = build_model(cfg.generator)
+    kind = generator_kind(cfg)
+    if kind.build_model is not None and model is None:
+        model = kind.build_model(cfg.generator)
 
     out_dir.mkdir(parents=True, exist_ok=True)
     atomic_write_json(out_dir / IDENTITY_FILE, identity)
@@ -231,24 +294,7 @@ def generate(cfg: DictConfig, model: Any = None) -> dict:
     resolved = redact_config(OmegaConf.to_container(OmegaConf.masked_copy(cfg, own_keys), resolve=True))
     atomic_write_text(out_dir / "config.yaml", OmegaConf.to_yaml(resolved))
 
-    if is_template:
-        if cfg.mode == "documents":
-            records, parts = tmpl.generate_documents_template(universe, int(cfg.num_docs), int(cfg.seed), filters,
-                                                              match)
-        else:
-            records, parts = tmpl.generate_qa_template(universe, int(cfg.num_docs), int(cfg.seed), filters)
-    else:
-        from midtrain.generation.llm import generate_documents_llm, generate_qa_llm
-
-        settings = _settings(cfg.generator)
-        if cfg.mode == "documents":
-            records, parts = generate_documents_llm(universe, model, out_dir, num_docs=int(cfg.num_docs),
-                                                    seed=int(cfg.seed), settings=settings, filters=filters,
-                                                    match=match, progress=bool(cfg.progress))
-        else:
-            records, parts = generate_qa_llm(universe, model, out_dir, num_pairs=int(cfg.num_docs),
-                                             seed=int(cfg.seed), settings=settings, filters=filters,
-                                             progress=bool(cfg.progress))
+    records, parts = kind.write(cfg, universe, filters, match, model, out_dir)
 
     doc_tag = str(cfg.get("doc_tag") or "")
     if doc_tag and cfg.mode == "documents":  # the tag travels with each document, outside its text
@@ -299,14 +345,15 @@ def _manifest(cfg: DictConfig, universe: Universe, records: list[dict], parts: d
     texts = _texts(records, cfg.mode)
     tokens = [count_tokens(t) for t in texts]
     gen = redact_config(OmegaConf.to_container(cfg.generator, resolve=True))
+    kind = generator_kind(cfg)
     manifest = {
         "mode": cfg.mode,
         "file": out_file.name,
         "universe": universe.name,
         "universe_digest": universe.digest(),
         "seed": int(cfg.seed),
-        "smoke": cfg.generator.kind == "template",
-        "source": tmpl.SMOKE_SOURCE if cfg.generator.kind == "template" else "llm",
+        "smoke": kind.smoke,
+        "source": kind.source,
         "generator": gen,
         "model": cfg.generator.get("model"),
         "num_requested": int(cfg.num_docs),
