@@ -123,6 +123,39 @@ def test_resume_refuses_a_changed_config(tmp_path, docs_jsonl):
         train(changed)
 
 
+def test_the_resume_check_compares_config_leaves_and_an_empty_mapping_is_none(tmp_path):
+    """Both configs are flattened to dotted leaves: an empty mapping is no leaf (one that came or
+    went is no change), a list is one leaf, and a changed nested value is named by its key."""
+    import copy
+
+    from omegaconf import OmegaConf
+
+    from midtrain.tracking import redact_config
+    from midtrain.tracking.provenance import portable_config
+    from midtrain.train import _check_resume_config
+
+    cfg = compose_cfg("train", smoke_overrides(tmp_path))
+    run = RunDir.from_cfg(cfg)
+    saved = redact_config(OmegaConf.to_container(portable_config(cfg, run.path), resolve=True))
+
+    def resume_over(edit) -> None:
+        tree = copy.deepcopy(saved)
+        edit(tree)
+        run.path.mkdir(parents=True, exist_ok=True)
+        run.config_path.write_text(OmegaConf.to_yaml(tree))
+        _check_resume_config(cfg, run)
+
+    resume_over(lambda t: None)
+    resume_over(lambda t: t.update(extra={}))
+    resume_over(lambda t: t["optim"].update(unused={}))
+    with pytest.raises(ValueError, match=r"different config \(extra\.k: 1 -> None\)"):
+        resume_over(lambda t: t.update(extra={"k": 1}))
+    with pytest.raises(ValueError, match=r"different config \(optim\.betas: \[0\.9, 0\.99\] -> \[0\.9, 0\.95\]\)"):
+        resume_over(lambda t: t["optim"].update(betas=[0.9, 0.99]))
+    with pytest.raises(ValueError, match=r"different config \(optim\.lr: 0\.5 -> 0\.001\)"):
+        resume_over(lambda t: t["optim"].update(lr=0.5))
+
+
 def test_long_documents_are_split_and_counted(tmp_path):
     from tests.conftest import write_docs
 
