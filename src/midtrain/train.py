@@ -12,6 +12,7 @@ from __future__ import annotations
 import logging
 import os
 import shutil
+from collections.abc import Mapping
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -21,6 +22,7 @@ from midtrain.entry import hydra_entry
 from midtrain.launch import check_devices, release_ranks, wait_for_rank_zero
 from midtrain.tracking import RunDir, redact_config
 from midtrain.tracking.identity import stage_hash
+from midtrain.tracking.nested import flatten
 from midtrain.tracking.provenance import portable_config, portable_path, record_attempt, stage_provenance
 
 if TYPE_CHECKING:
@@ -98,21 +100,17 @@ def identity(cfg: DictConfig) -> dict:
     return out
 
 
-def _flatten(d: Any, prefix: str = "") -> dict:
-    if isinstance(d, dict):
-        out = {}
-        for k, v in d.items():
-            out.update(_flatten(v, f"{prefix}.{k}" if prefix else str(k)))
-        return out
-    return {prefix: d}
+def _config_leaves(tree: Any) -> dict:
+    """A resolved config's dotted leaves; an empty mapping is none (one that came or went is no change)."""
+    return {k: v for k, v in flatten(tree).items() if not (isinstance(v, Mapping) and not v)}
 
 
 def _check_resume_config(cfg: DictConfig, run: RunDir) -> None:
     """Refuse to resume a checkpoint written under a different configuration."""
     if not run.config_path.exists():
         return
-    saved = _flatten(OmegaConf.to_container(OmegaConf.load(run.config_path), resolve=True))
-    now = _flatten(redact_config(OmegaConf.to_container(portable_config(cfg, run.path), resolve=True)))
+    saved = _config_leaves(OmegaConf.to_container(OmegaConf.load(run.config_path), resolve=True))
+    now = _config_leaves(redact_config(OmegaConf.to_container(portable_config(cfg, run.path), resolve=True)))
     drift = sorted(
         k for k in set(saved) | set(now)
         if not any(k == i or k.startswith(i + ".") for i in _RESUME_IGNORES) and saved.get(k) != now.get(k)
