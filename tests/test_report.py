@@ -241,3 +241,12 @@ def test_runs_whose_hashes_differ_are_never_averaged_even_with_equal_settings(tm
     out = report(_cfg([sweep], tmp_path / "out", "metric=eval.probe.margin", "dimensions=eval.probe.by_dimension",
                       "group_by=[model,condition,num_docs,instruct_samples]"))
     assert sorted((s["config"], s["n"], s["mean"]) for s in out["summary"]) == [("aaaa", 2, -0.2), ("cccc", 2, -0.3)]
+
+
+def test_condition_order_lists_known_conditions_first_then_others_by_name():
+    from midtrain.tracking.conditions import condition_order
+
+    assert condition_order(["zeta", "base", "alpha", "control", "treatment", "instruct_baseline"]) == [
+        "treatment", "control", "instruct_baseline", "base", "alpha", "zeta"]
+    assert condition_order(["control", "treatment"]) == ["treatment", "control"]
+    assert condition_order([]) == []

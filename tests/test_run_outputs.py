@@ -6,6 +6,7 @@ from __future__ import annotations
 import json
 import os
 import time
+from pathlib import Path
 
 import pytest
 from omegaconf import OmegaConf
@@ -210,3 +211,230 @@ def test_the_log_filter_scrubs_messages_arguments_and_tracebacks(monkeypatch):
         assert sum(isinstance(x, SecretFilter) for x in handler.filters) == 1
     finally:
         logger.removeHandler(handler)
+
+
+# Stage reuse on hand-made stage directories (the pipeline's own use: test_stage_reuse.py) --
+def _finished_stage(path: Path, stage_hash: str | None, hf: bool = True, metrics: str = '{"loss": 1.5}') -> Path:
+    from midtrain.tracking import RunDir
+
+    path.mkdir(parents=True)
+    (path / "metrics.json").write_text(metrics, encoding="utf-8")
+    if hf:
+        (path / "hf").mkdir()
+        (path / "hf" / "config.json").write_text("{}", encoding="utf-8")
+        (path / "hf" / "model.safetensors").write_bytes(b"weights")
+    for name in (".lock", "checkpoints", ".hydra_logs"):
+        (path / name).mkdir() if name != ".lock" else (path / name).write_text("", encoding="utf-8")
+    RunDir(path).mark_done(stage_hash)
+    return path
+
+
+def test_reuse_candidates_are_other_runs_finished_stages_in_the_scope(tmp_path):
+    from midtrain.tracking.reuse import candidates
+
+    root = tmp_path / "runs"
+    for sweep, run in (("s1", "b"), ("s1", "a"), ("s1", "me"), ("s2", "c")):
+        (root / sweep / run / "midtrain").mkdir(parents=True)
+        (root / sweep / run / "midtrain" / "DONE").write_text("{}", encoding="utf-8")
+    (root / "s1" / "unfinished" / "midtrain").mkdir(parents=True)
+    (root / "s1" / "a" / "instruct").mkdir()
+    (root / "s1" / "a" / "instruct" / "DONE").write_text("{}", encoding="utf-8")
+    me = root / "s1" / "me"
+    assert candidates(me, "midtrain", "sweep") == [root / "s1" / "a" / "midtrain", root / "s1" / "b" / "midtrain"]
+    assert candidates(me, "instruct", "sweep") == [root / "s1" / "a" / "instruct"]
+    everywhere = [root / "s1" / "a" / "midtrain", root / "s1" / "b" / "midtrain", root / "s2" / "c" / "midtrain"]
+    assert candidates(me, "midtrain", "runs_root", runs_root=root) == everywhere
+    assert candidates(me, "midtrain", "runs_root") == everywhere  # the runs root is two levels up
+    assert candidates(me, "midtrain", "off") == []
+    with pytest.raises(ValueError, match=r"reuse_stages='all': expected one of sweep, runs_root, off"):
+        candidates(me, "midtrain", "all")
+
+
+def test_reuse_links_the_first_source_with_the_hash_and_writes_done_last(tmp_path, monkeypatch):
+    import json
+    import os
+
+    from midtrain.tracking import RunDir
+    from midtrain.tracking import reuse as reuse_mod
+
+    wrong = _finished_stage(tmp_path / "wrong" / "midtrain", "other")
+    no_hf = _finished_stage(tmp_path / "nohf" / "midtrain", "h1", hf=False)
+    bad_metrics = _finished_stage(tmp_path / "bad" / "midtrain", "h1", metrics="[1]")
+    good = _finished_stage(tmp_path / "good" / "midtrain", "h1")
+    later = _finished_stage(tmp_path / "later" / "midtrain", "h1")
+    dst = tmp_path / "me" / "midtrain"
+    dst.mkdir(parents=True)
+    (dst / ".lock").write_text("mine", encoding="utf-8")
+    order = []
+    real_replace = os.replace
+    monkeypatch.setattr(reuse_mod.os, "replace", lambda a, b: (order.append(Path(b).name), real_replace(a, b)))
+
+    assert reuse_mod.reuse_stage(dst, "h1", [wrong, no_hf, bad_metrics, good, later]) == good
+    assert (dst / "hf" / "model.safetensors").stat().st_ino == (good / "hf" / "model.safetensors").stat().st_ino
+    assert (dst / "metrics.json").stat().st_ino == (good / "metrics.json").stat().st_ino
+    assert (dst / ".lock").read_text(encoding="utf-8") == "mine"  # not linked over this run's lock
+    assert not (dst / "checkpoints").exists() and not (dst / ".hydra_logs").exists()
+    assert not (tmp_path / "me" / ".midtrain.reusing").exists()
+    record = json.loads((dst / "reused_from.json").read_text(encoding="utf-8"))
+    assert record["source"] == str(good.resolve()) and record["stage_hash"] == "h1" and record["time"]
+    assert (dst / "DONE").read_text(encoding="utf-8") == (good / "DONE").read_text(encoding="utf-8")
+    assert RunDir(dst).done_problems(expected_hash="h1") == []
+    assert order[-1] == "DONE" and order.index("reused_from.json") < order.index("DONE")
+    # a stage without the model export can be reused where none is needed
+    dst2 = tmp_path / "me2" / "midtrain"
+    assert reuse_mod.reuse_stage(dst2, "h1", [no_hf], needs_hf=False) == no_hf
+    assert not (dst2 / "hf").exists() and (dst2 / "DONE").is_file()
+
+
+def test_reuse_leaves_a_stage_with_its_own_outputs_or_checkpoints_alone(tmp_path):
+    from midtrain.tracking.reuse import reuse_stage
+
+    good = _finished_stage(tmp_path / "good" / "midtrain", "h1")
+    for own in ("metrics.json", "checkpoints", "hf", "DONE"):
+        dst = tmp_path / own / "midtrain"
+        dst.mkdir(parents=True)
+        (dst / own).mkdir() if own in ("checkpoints", "hf") else (dst / own).write_text("{}", encoding="utf-8")
+        assert reuse_stage(dst, "h1", [good]) is None
+        assert sorted(p.name for p in dst.iterdir()) == [own]
+    assert reuse_stage(tmp_path / "none" / "midtrain", "h1", []) is None
+    assert reuse_stage(tmp_path / "none" / "midtrain", "h2", [good]) is None
+    assert not (tmp_path / "none").exists()
+
+
+def test_reuse_copies_where_hard_links_fail(tmp_path, monkeypatch):
+    from midtrain.tracking import reuse as reuse_mod
+
+    good = _finished_stage(tmp_path / "good" / "midtrain", "h1")
+
+    def no_links(src, dst):
+        raise OSError("cross-device link")
+
+    monkeypatch.setattr(reuse_mod.os, "link", no_links)
+    dst = tmp_path / "me" / "midtrain"
+    assert reuse_mod.reuse_stage(dst, "h1", [good]) == good
+    copied = dst / "hf" / "model.safetensors"
+    assert copied.read_bytes() == b"weights"
+    assert copied.stat().st_ino != (good / "hf" / "model.safetensors").stat().st_ino
+
+
+# Identity helpers on hand-made configs (the composed pipeline's use: test_seed_cells.py) ----
+def test_seed_fixed_sets_the_seed_on_a_copy_and_leaves_other_inputs_alone():
+    from midtrain.tracking.identity import _seed_fixed
+
+    cfg = OmegaConf.create({"seed": 7, "corpus": {"seed": "${seed}", "n": 2}})
+    OmegaConf.set_readonly(cfg, True)
+    fixed = _seed_fixed(cfg)
+    assert fixed is not cfg and fixed.seed == 0 and fixed.corpus.seed == 0 and fixed.corpus.n == 2
+    assert cfg.seed == 7 and cfg.corpus.seed == 7  # the original is untouched
+    plain = {"seed": 7}
+    assert _seed_fixed(plain) is plain  # a mapping is returned as given
+    no_seed = OmegaConf.create({"corpus": {"n": 2}})
+    assert _seed_fixed(no_seed) is no_seed
+
+
+def test_cell_hash_ignores_the_seed_and_what_follows_it_but_not_own_values():
+    from midtrain.tracking.identity import cell_hash, config_hash
+
+    def cfg(seed, corpus_seed="${seed}", lr=0.1):
+        return OmegaConf.create({"seed": seed, "corpus": {"seed": corpus_seed}, "optim": {"lr": lr}})
+
+    assert cell_hash(cfg(1)) == cell_hash(cfg(2)) and config_hash(cfg(1)) != config_hash(cfg(2))
+    assert cell_hash(cfg(1, corpus_seed=5)) != cell_hash(cfg(1))
+    assert cell_hash(cfg(1, corpus_seed=5)) == cell_hash(cfg(2, corpus_seed=5))
+    assert cell_hash(cfg(1, lr=0.2)) != cell_hash(cfg(1))
+    assert len(cell_hash(cfg(1))) == 8
+
+
+def test_settings_diff_lists_changed_added_and_removed_keys_sorted_and_redacted():
+    from midtrain.tracking.identity import settings_diff
+
+    defaults = OmegaConf.create({"seed": 0, "corpus": {"seed": "${seed}", "n": 2, "gone": 1},
+                                 "optim": {"lr": 0.1}, "paths": {"root": "a"}})
+    cfg = OmegaConf.create({"seed": 3, "corpus": {"seed": "${seed}", "n": 4, "new": "x"},
+                            "optim": {"lr": 0.1, "api_key": "sekrit"}, "paths": {"root": "b"}})
+    assert settings_diff(cfg, None) == {}
+    diff = settings_diff(cfg, defaults)
+    assert diff == {"corpus.gone": None, "corpus.n": 4, "corpus.new": "x", "optim.api_key": REDACTED, "seed": 3}
+    assert list(diff) == sorted(diff)
+    same_seed = OmegaConf.create({"seed": 0, "corpus": {"seed": "${seed}", "n": 2, "gone": 1},
+                                  "optim": {"lr": 0.1}, "paths": {"root": "z"}})
+    assert settings_diff(same_seed, defaults) == {}  # paths are not identity, the seed is the same
+
+
+def test_a_stage_started_from_another_depends_on_its_hash_else_its_weights(tmp_path):
+    from midtrain.tracking.identity import canonical, file_fingerprint
+
+    def upstream(p):
+        return canonical({"init_from": str(p)}, exclude=())["init_from"]
+
+    stage = tmp_path / "midtrain"
+    assert upstream(stage) == {"absent": "midtrain"}
+    (stage / "hf").mkdir(parents=True)
+    (stage / "hf" / "model.safetensors").write_bytes(b"w")
+    by_weights = {"hf_sha256": file_fingerprint(stage / "hf")}
+    assert upstream(stage) == by_weights
+    for done in ("not json", "[1, 2]", '{"hash": null}', '{"hash": ""}'):
+        (stage / "DONE").write_text(done, encoding="utf-8")
+        assert upstream(stage) == by_weights, done
+    (stage / "DONE").write_text('{"hash": "abcd1234"}', encoding="utf-8")
+    assert upstream(stage) == {"stage_hash": "abcd1234"}
+    assert canonical({"init_from": ""}, exclude=()) == {"init_from": ""}
+
+
+def test_code_id_names_the_commit_and_a_dirty_trees_diff():
+    from midtrain.tracking.provenance import code_id
+
+    commit = "0123456789abcdef0123"
+    assert code_id({"commit": commit, "dirty": False}) == "0123456789ab"
+    assert code_id({"commit": commit, "dirty": True, "diff_sha256": "feedbeef99"}) == "0123456789ab+dirty.feedbeef"
+    assert code_id({"commit": commit, "dirty": True}) == "0123456789ab+dirty."
+    assert code_id({"commit": None}) is None and code_id({}) is None and code_id(None) is None
+    assert code_id("0123") is None
+
+
+def test_a_portable_path_resolves_against_its_base(tmp_path):
+    from midtrain.tracking.provenance import resolve_portable
+
+    assert resolve_portable(None, tmp_path) is None and resolve_portable("", tmp_path) is None
+    assert resolve_portable("../a/b", tmp_path / "run") == (tmp_path / "a" / "b").resolve()
+    assert resolve_portable(str(tmp_path / "x"), "/elsewhere") == tmp_path / "x"
+    assert resolve_portable("~/x", tmp_path) == Path("~/x").expanduser()
+
+
+def test_the_provenance_printout_is_this_environments_record(capsys, monkeypatch):
+    from midtrain.tracking import provenance
+
+    monkeypatch.setattr(provenance, "environment", lambda: {"code": {"commit": "c"}, "versions": {"torch": "1"}})
+    provenance.main()
+    assert capsys.readouterr().out == json.dumps({"code": {"commit": "c"}, "versions": {"torch": "1"}}, indent=2) + "\n"
+
+
+def test_the_lock_holder_is_named_from_its_record_or_said_to_be_unknown(tmp_path):
+    rd = RunDir(tmp_path)
+    unknown = "another process (its host and pid are not yet written)"
+    assert rd._holder() == unknown  # no lock file
+    for text in ("", "not json", "[1]", '{"pid": 1}'):
+        rd.lock_path.write_text(text, encoding="utf-8")
+        assert rd._holder() == unknown, text
+    rd.lock_path.write_text('{"pid": 42, "host": "node7", "since": "2026-01-01T00:00:00+0000"}', encoding="utf-8")
+    assert rd._holder() == "pid 42 on host node7 (since 2026-01-01T00:00:00+0000)"
+
+
+def test_clearing_a_stage_keeps_the_lock_and_hydra_logs_only(tmp_path):
+    rd = RunDir(tmp_path / "stage")
+    rd.clear_outputs()  # no directory yet: nothing to do
+    assert not rd.path.exists()
+    for d in ("checkpoints", "hf", ".hydra_logs"):
+        (rd.path / d).mkdir(parents=True)
+        (rd.path / d / "f").write_text("x", encoding="utf-8")
+    for f in ("metrics.json", "DONE", ".lock", "train.log"):
+        (rd.path / f).write_text("x", encoding="utf-8")
+    target = tmp_path / "elsewhere"
+    target.mkdir()
+    (target / "keep").write_text("x", encoding="utf-8")
+    (rd.path / "linked").symlink_to(target, target_is_directory=True)
+    rd.clear_outputs()
+    assert sorted(p.name for p in rd.path.iterdir()) == [".hydra_logs", ".lock"]
+    assert (rd.path / ".hydra_logs" / "f").is_file() and (target / "keep").is_file()  # a link's target stays
+    rd.clear_outputs(keep=())
+    assert list(rd.path.iterdir()) == []

@@ -198,3 +198,154 @@ def test_the_log_filter_scrubs_an_exception_that_was_never_raised(monkeypatch):
     secrets.SecretFilter().filter(record)
     assert record.exc_text == f"RuntimeError: bad key {REDACTED}"
     assert CANARY not in logging.Formatter().format(record)
+
+
+# The Hydra callback, called directly (the tests above run it inside a real app) ------------
+TOKEN = "sk-abcdefghijklmnopqrstuvwx"  # redacted by its shape alone
+
+
+def _hydra_node(tmp_path: Path, mode: str = "RUN", task: tuple[str, ...] = ()) -> dict:
+    from hydra.types import RunMode
+
+    return {"runtime": {"output_dir": str(tmp_path / "job")}, "overrides": {"task": list(task)},
+            "mode": RunMode[mode], "run": {"dir": str(tmp_path / "job")}, "sweep": {"dir": str(tmp_path / "sweep")}}
+
+
+def test_missing_keys_are_found_in_dicts_and_lists_but_not_under_hydra():
+    from omegaconf import OmegaConf
+
+    from midtrain.tracking.hydra_output import _missing_keys
+
+    cfg = OmegaConf.create({"corpus": {"name": "???", "path": "x"}, "grid": [1, "???"], "seed": 0,
+                            "hydra": {"run": {"dir": "???"}}, "b": "???"})
+    assert _missing_keys(cfg) == ["b", "corpus.name", "grid[1]"]
+    assert _missing_keys(OmegaConf.create({"a": {"b": 1}, "hydra": {}})) == []
+
+
+def test_an_output_dir_that_needs_a_missing_value_stops_the_app_naming_it():
+    from omegaconf import OmegaConf
+
+    from midtrain.tracking.hydra_output import _check_output_dir
+
+    cfg = OmegaConf.create({"corpus": {"name": "???"}, "hydra": {"run": {"dir": "runs/${corpus.name}"}}})
+    with pytest.raises(SystemExit) as e:
+        _check_output_dir(cfg, "hydra.run.dir")
+    assert str(e.value) == ("error: required value(s) not set: corpus.name (give them on the command line, "
+                            "e.g. corpus.name=...)")
+    _check_output_dir(OmegaConf.create({"corpus": {"name": "a"}, "hydra": {"run": {"dir": "runs/${corpus.name}"}}}),
+                      "hydra.run.dir")  # resolvable: nothing happens
+
+
+def test_an_output_dir_missing_without_a_named_key_still_stops_the_app():
+    from omegaconf import OmegaConf
+
+    from midtrain.tracking.hydra_output import _check_output_dir
+
+    with pytest.raises(SystemExit) as e:
+        _check_output_dir(OmegaConf.create({"hydra": {"run": {"dir": "???"}}}), "hydra.run.dir")
+    assert str(e.value) == ("error: required value(s) not set: a required value (give them on the command line, "
+                            "e.g. key=...)")
+
+
+def test_redact_file_rewrites_only_a_file_that_holds_a_secret(tmp_path):
+    from midtrain.tracking.hydra_output import redact_file
+
+    dirty = tmp_path / "multirun.yaml"
+    dirty.write_text(f"task:\n- seed=0\n- +logger.api_key={CANARY}\nnote: {TOKEN}\n", encoding="utf-8")
+    redact_file(dirty)
+    text = dirty.read_text(encoding="utf-8")
+    assert CANARY not in text and TOKEN not in text and "seed=0" in text
+    assert f"+logger.api_key={REDACTED}" in text and f"note: {REDACTED}" in text
+    clean = tmp_path / "clean.yaml"
+    clean.write_text("a: 1\nb:\n  c: x\n", encoding="utf-8")
+    before = clean.stat().st_ino
+    redact_file(clean)
+    assert clean.read_text(encoding="utf-8") == "a: 1\nb:\n  c: x\n" and clean.stat().st_ino == before
+    redact_file(tmp_path / "absent.yaml")  # skipped
+    assert not (tmp_path / "absent.yaml").exists()
+
+
+def test_a_required_path_must_be_given_and_must_exist(tmp_path):
+    from omegaconf import OmegaConf
+
+    from midtrain.tracking.hydra_output import RedactedOutput
+
+    cb = RedactedOutput(require_existing=["run_dir"])
+    hydra = {"run": {"dir": str(tmp_path)}}
+    for value in (None, "???"):
+        with pytest.raises(SystemExit) as e:
+            cb.on_run_start(OmegaConf.create({"run_dir": value, "hydra": hydra}))
+        assert str(e.value) == "error: run_dir is required: run_dir=<path>"
+    with pytest.raises(SystemExit) as e:
+        cb.on_run_start(OmegaConf.create({"run_dir": str(tmp_path / "nope"), "hydra": hydra}))
+    assert str(e.value) == f"error: run_dir={tmp_path / 'nope'} does not exist"
+    cb.on_run_start(OmegaConf.create({"run_dir": str(tmp_path), "hydra": hydra}))
+    with pytest.raises(SystemExit, match="corpus.name"):
+        cb.on_run_start(OmegaConf.create({"corpus": {"name": "???"}, "run_dir": str(tmp_path),
+                                          "hydra": {"run": {"dir": "${corpus.name}"}}}))
+    RedactedOutput().on_run_start(OmegaConf.create({"run_dir": None, "hydra": hydra}))  # nothing required
+
+
+def test_a_multirun_start_checks_the_sweep_dir():
+    from omegaconf import OmegaConf
+
+    from midtrain.tracking.hydra_output import RedactedOutput
+
+    with pytest.raises(SystemExit, match="corpus.name"):
+        RedactedOutput().on_multirun_start(OmegaConf.create({"corpus": {"name": "???"},
+                                                             "hydra": {"sweep": {"dir": "${corpus.name}"}}}))
+    RedactedOutput().on_multirun_start(OmegaConf.create({"hydra": {"sweep": {"dir": "s"}}}))
+
+
+def test_the_job_start_writes_hydras_three_files_redacted(tmp_path):
+    from omegaconf import OmegaConf
+
+    from midtrain.tracking.hydra_output import RedactedOutput
+
+    cfg = OmegaConf.create({"seed": 3, "logger": {"api_key": CANARY}, "hydra": _hydra_node(
+        tmp_path, task=("seed=3", f"+logger.api_key={CANARY}"))})
+    RedactedOutput(output_subdir="meta").on_job_start(cfg)
+    out = tmp_path / "job" / "meta"
+    assert sorted(p.name for p in out.iterdir()) == ["config.yaml", "hydra.yaml", "overrides.yaml"]
+    config = OmegaConf.load(out / "config.yaml")
+    assert config.seed == 3 and config.logger.api_key == REDACTED and "hydra" not in config
+    assert list(OmegaConf.load(out / "overrides.yaml")) == ["seed=3", f"+logger.api_key={REDACTED}"]
+    hydra_yaml = OmegaConf.load(out / "hydra.yaml")
+    assert hydra_yaml.hydra.overrides.task == ["seed=3", f"+logger.api_key={REDACTED}"]
+    assert hydra_yaml.hydra.runtime.output_dir == str(tmp_path / "job")
+    assert not (tmp_path / "sweep").exists()  # a single run has no multirun.yaml to redact
+    for p in out.iterdir():
+        assert CANARY not in p.read_text(encoding="utf-8")
+
+
+def test_a_multirun_job_start_and_the_sweep_end_redact_multirun_yaml(tmp_path):
+    from omegaconf import OmegaConf
+
+    from midtrain.tracking.hydra_output import RedactedOutput
+
+    sweep = tmp_path / "sweep"
+    sweep.mkdir()
+    (sweep / "multirun.yaml").write_text(f"task:\n- +logger.api_key={CANARY}\n", encoding="utf-8")
+    cfg = OmegaConf.create({"seed": 0, "hydra": _hydra_node(tmp_path, mode="MULTIRUN")})
+    RedactedOutput().on_job_start(cfg)
+    assert CANARY not in (sweep / "multirun.yaml").read_text(encoding="utf-8")
+    assert (tmp_path / "job" / ".hydra" / "config.yaml").is_file()
+    (sweep / "multirun.yaml").write_text(f"task:\n- +logger.api_key={CANARY}\n", encoding="utf-8")
+    RedactedOutput().on_multirun_end(cfg)
+    assert (sweep / "multirun.yaml").read_text(encoding="utf-8") == f"task:\n- +logger.api_key={REDACTED}\n"
+
+
+def test_a_failed_jobs_overrides_and_exception_are_scrubbed():
+    from types import SimpleNamespace
+
+    from midtrain.tracking.hydra_output import RedactedOutput
+
+    error = RuntimeError(f"bad key {TOKEN}", 7)
+    ret = SimpleNamespace(overrides=["seed=1", f"+logger.api_key={CANARY}"], _return_value=error)
+    RedactedOutput().on_job_end(None, job_return=ret)
+    assert ret.overrides == ["seed=1", f"+logger.api_key={REDACTED}"]
+    assert error.args == (f"bad key {REDACTED}", 7)
+    ok = SimpleNamespace(overrides=None, _return_value="fine")
+    RedactedOutput().on_job_end(None, job_return=ok)
+    assert ok.overrides == [] and ok._return_value == "fine"
+    RedactedOutput().on_job_end(None)  # Hydra may pass no job_return
