@@ -247,3 +247,193 @@ def test_probe_reports_every_pairs_margin_and_scores_extra_sets_on_one_load(tiny
     both = probe_run_dir(tiny_run, device="cpu", extra_sets={"heldout": load_pairs(HELDOUT_PAIRS_PATH)})
     assert both["heldout"]["pairs"] == 26 and both["pairs"] == len(load_pairs())
     assert set(both["heldout"]["per_pair"]) == {p.id for p in load_pairs(HELDOUT_PAIRS_PATH)}
+
+
+# ---------------------------------------------------------------------------
+# Margin arithmetic over several pairs, the pairs file's checks, tokenisation at the
+# prompt/continuation boundary, lexical overlap edge cases and how a run's model is loaded.
+
+
+def _bos_tokenizer():
+    """The tiny tokenizer, changed to put its BOS token before every encoded text."""
+    import copy
+
+    from tokenizers.processors import TemplateProcessing
+
+    tok = copy.deepcopy(tiny_tokenizer())
+    tok._tokenizer.post_processor = TemplateProcessing(
+        single=f"{tok.bos_token} $A", special_tokens=[(tok.bos_token, tok.bos_token_id)]
+    )
+    assert tok("hens")["input_ids"][0] == tok.bos_token_id
+    return tok
+
+
+def _record_batches(model) -> list[int]:
+    """Rows of every forward pass the model runs from now on."""
+    rows: list[int] = []
+    model.register_forward_pre_hook(lambda m, args, kwargs: rows.append(kwargs["input_ids"].shape[0]), with_kwargs=True)
+    return rows
+
+
+def test_each_pairs_margin_is_its_own_compassionate_minus_dismissive_score():
+    tok = tiny_tokenizer()
+    model = tiny_model(len(tok))
+    pairs = load_pairs()[:6]  # five "Moral Consideration" pairs and one "Harm Minimization" pair
+    result = probe_margin(model, tok, pairs=pairs, batch_size=2)
+    alone = {p.id: probe_margin(model, tok, pairs=[p], batch_size=2)["margin"] for p in pairs}
+    assert result["per_pair"] == pytest.approx(alone, abs=1e-6)
+    margins = list(result["per_pair"].values())
+    assert result["margin"] == pytest.approx(sum(margins) / 6)
+    mc = margins[:5]
+    assert result["by_dimension"] == {
+        "Moral Consideration": pytest.approx(sum(mc) / 5),
+        "Harm Minimization": pytest.approx(margins[5]),
+    }
+    # accuracy: the share of pairs whose margin is strictly positive (here small margins, |m| < 1)
+    assert result["accuracy"] == pytest.approx(sum(m > 0 for m in margins) / 6)
+    assert 0 < result["accuracy"] < 1 and all(abs(m) < 1 for m in margins)
+
+
+def test_a_tied_pair_does_not_count_as_correct():
+    from midtrain.evals.probe import ProbePair
+
+    tok = tiny_tokenizer()
+    model = tiny_model(len(tok))
+    tie = ProbePair("tie", "Actionability", "The hens", "feel pain.", "feel pain.")
+    result = probe_margin(model, tok, pairs=[tie], batch_size=1)
+    assert result["margin"] == 0.0
+    assert result["accuracy"] == 0.0
+
+
+def test_probe_margin_batches_16_sequences_by_default_and_honours_batch_size():
+    tok = tiny_tokenizer()
+    model = tiny_model(len(tok))
+    rows = _record_batches(model)
+    pairs = load_pairs()[:9]  # 18 sequences
+    probe_margin(model, tok, pairs=pairs)
+    assert rows == [16, 2]
+    rows.clear()
+    probe_margin(model, tok, pairs=pairs, batch_size=5)
+    assert rows == [5, 5, 5, 3]
+
+
+def test_load_pairs_rejects_a_duplicate_id(tmp_path):
+    row = {"id": "a", "dimension": "Actionability", "prompt": "p", "compassionate": "c", "dismissive": "d"}
+    path = tmp_path / "pairs.jsonl"
+    path.write_text(json.dumps(row) + "\n" + json.dumps({**row, "prompt": "q"}) + "\n")
+    with pytest.raises(ValueError, match=r"pairs\.jsonl: row 2: duplicate pair id 'a'"):
+        load_pairs(path)
+
+
+def test_load_pairs_errors_say_the_file_is_the_probe_pairs(tmp_path):
+    with pytest.raises(FileNotFoundError, match=r"^probe pairs file not found: .*nope\.jsonl"):
+        load_pairs(tmp_path / "nope.jsonl")
+    empty = tmp_path / "empty.jsonl"
+    empty.write_text("")
+    with pytest.raises(ValueError, match=r"^probe pairs file is empty: .*empty\.jsonl"):
+        load_pairs(empty)
+
+
+def test_encode_gives_the_prompt_its_bos_and_the_continuation_none():
+    from midtrain.evals.probe.probe import _encode
+
+    tok = _bos_tokenizer()
+    ids, n_cont = _encode(tok, "The hens", "feel pain.")
+    prompt = tok("The hens", add_special_tokens=False)["input_ids"]
+    cont = tok(" feel pain.", add_special_tokens=False)["input_ids"]
+    assert ids == [tok.bos_token_id] + prompt + cont
+    assert n_cont == len(cont)
+
+
+def test_lexical_overlap_means_and_maxima_over_several_pairs():
+    from midtrain.evals.probe import ProbePair, lexical_overlap
+
+    p1 = ProbePair("a", "Actionability", "The hens", "feel pain.", "do not")  # {the hens feel pain do not}
+    p2 = ProbePair("b", "Actionability", "Zoning", "rules", "apply")  # {zoning rules apply}
+    docs = ["the hens do not feel pain at all", "zoning rules"]
+    out = lexical_overlap([p1, p2], docs)
+    assert out["nearest"] == {"a": [pytest.approx(6 / 8), 0], "b": [pytest.approx(2 / 3), 1]}
+    assert out["mean"] == pytest.approx((6 / 8 + 2 / 3) / 2)
+    assert out["max"] == pytest.approx(6 / 8)
+    # content words: a {hens feel pain} vs {hens feel pain} = 1; b {zoning rules apply} vs {zoning rules} = 2/3
+    assert out["content_mean"] == pytest.approx((1 + 2 / 3) / 2)
+    assert out["content_max"] == pytest.approx(1.0)
+    assert (out["pairs"], out["documents"]) == (2, 2)
+
+
+def test_lexical_overlap_of_a_pair_without_content_words_is_zero():
+    """Two empty word sets share nothing: Jaccard 0, not a perfect match (nor a division by zero)."""
+    from midtrain.evals.probe import ProbePair, lexical_overlap
+
+    pair = ProbePair("x", "Actionability", "It is", "what it is.", "not so")  # stop words only
+    out = lexical_overlap([pair], ["and so it was", "1 2 3"])  # the second has no words at all
+    assert out["content_mean"] == out["content_max"] == 0.0
+    assert out["nearest"]["x"] == [pytest.approx(2 / 7), 0]  # {it so} of {it is what not so and was}
+    assert lexical_overlap([ProbePair("n", "Actionability", "1", "2", "3")], ["4"])["nearest"]["n"] == [0.0, 0]
+
+
+def test_load_hf_for_probe_defaults_to_float32_on_cpu_and_honours_dtype(tiny_run):
+    from midtrain.evals.probe.probe import load_hf_for_probe
+
+    hf = RunDir(tiny_run).hf
+    model, tok = load_hf_for_probe(hf)  # no CUDA on the test machine: CPU, float32
+    if not torch.cuda.is_available():
+        assert next(model.parameters()).device.type == "cpu"
+        assert model.dtype == torch.float32
+    assert not model.training
+    assert len(tok) == len(tiny_tokenizer())
+    model, _ = load_hf_for_probe(hf, device="cpu", dtype="float64")
+    assert model.dtype == torch.float64 and next(model.parameters()).device.type == "cpu"
+    model, _ = load_hf_for_probe(hf, device="cpu", dtype="bfloat16")
+    assert model.dtype == torch.bfloat16
+    with pytest.raises(FileNotFoundError, match="config.json missing"):
+        load_hf_for_probe(tiny_run)
+
+
+def test_load_hf_for_probe_defaults_to_cuda_in_bfloat16_when_cuda_is_available(tiny_run, monkeypatch):
+    """Where CUDA is available the default is the GPU in bfloat16 (the move is recorded, not made)."""
+    from transformers import PreTrainedModel
+
+    from midtrain.evals.probe.probe import load_hf_for_probe
+
+    moved: list = []
+
+    def record_to(self, *args, **kwargs):
+        moved.append(args[0] if args else kwargs.get("device"))
+        return self
+
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
+    monkeypatch.setattr(PreTrainedModel, "to", record_to)
+    model, _ = load_hf_for_probe(RunDir(tiny_run).hf)
+    assert moved[-1] == "cuda"
+    assert model.dtype == torch.bfloat16
+    moved.clear()
+    model, _ = load_hf_for_probe(RunDir(tiny_run).hf, device="cpu")  # an explicit device wins
+    assert moved[-1] == "cpu"
+    assert model.dtype == torch.float32
+
+
+def test_probe_run_dir_passes_pairs_batch_size_device_and_dtype_on(tiny_run, monkeypatch):
+    import midtrain.evals.probe.probe as probe_module
+
+    real = probe_module.load_hf_for_probe
+    loaded: list = []
+
+    def load_and_record(hf_dir, device=None, dtype=None):
+        model, tok = real(hf_dir, device=device, dtype=dtype)
+        loaded.append((model, _record_batches(model)))
+        return model, tok
+
+    monkeypatch.setattr(probe_module, "load_hf_for_probe", load_and_record)
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: True)  # the explicit device="cpu" must win
+    pairs = load_pairs()
+    r = probe_run_dir(tiny_run, pairs=pairs[:3], batch_size=4, device="cpu", dtype="float64",
+                      extra_sets={"more": pairs[3:6]})
+    (model, rows), = loaded
+    assert (r["pairs"], r["more"]["pairs"]) == (3, 3)
+    assert list(r["per_pair"]) == [p.id for p in pairs[:3]]
+    assert rows == [4, 2, 4, 2]  # 6 sequences per set, 4 per pass
+    assert model.dtype == torch.float64 and next(model.parameters()).device.type == "cpu"
+    loaded.clear()
+    probe_run_dir(tiny_run, pairs=pairs[:9], device="cpu")  # default: 16 sequences per pass
+    assert loaded[0][1] == [16, 2]
