@@ -121,3 +121,23 @@ def test_conditions_are_listed_in_one_order_everywhere():
     assert condition_order(["custom", "base", "control", "treatment", "instruct_baseline"]) == [
         "treatment", "control", "instruct_baseline", "base", "custom"]
     assert all(a in CONDITIONS and b in CONDITIONS for a, b in COMPARISONS)
+
+
+def test_mutation_selection_keeps_each_modules_own_tests_and_never_leaves_a_function_without():
+    from tests.mutation_select import narrow, own_tests
+
+    assert own_tests("midtrain.tracking.rundir.xǁRunDirǁlock") == ("test_run_outputs.py",)
+    assert own_tests("midtrain.tracking.wandb.x_log_run") == ("test_wandb.py",)  # the longer prefix wins
+    assert own_tests("midtrain.train.x_train") is None
+    recorded = {
+        "midtrain.tracking.rundir.x_atomic_write_text": ["tests/test_wandb.py::test_a", "tests/test_run_outputs.py::test_b",
+                                                         "tests/test_run_outputs.py::test_c"],
+        "midtrain.report.x_gaps": ["tests/test_wandb.py::test_a"],  # none of its own: left as recorded
+        "midtrain.train.x_train": ["tests/test_report.py::test_d"],  # no module entry: left as recorded
+    }
+    out, counts = narrow(recorded)
+    assert out == {"midtrain.tracking.rundir.x_atomic_write_text": ["tests/test_run_outputs.py::test_b",
+                                                                    "tests/test_run_outputs.py::test_c"],
+                   "midtrain.report.x_gaps": ["tests/test_wandb.py::test_a"],
+                   "midtrain.train.x_train": ["tests/test_report.py::test_d"]}
+    assert counts == {"narrowed": 1, "kept": 2, "dropped": 1}
