@@ -139,3 +139,47 @@ def test_grade_counts_per_dimension_are_totalled_over_samples_and_epochs():
     assert out["grades_by_dimension"] == {"A": {"attempted": 7, "unparseable": 2}, "B": {"attempted": 4, "unparseable": 1}}
     assert list(out["grades_by_dimension"]) == ["A", "B"]
     assert "grades_by_dimension" not in summarize_graded(_log([_sample("q", 1, {"overall": 1.0})]), 1.0)
+
+
+# ---------------------------------------------------------------------------
+# Edge cases of the graded summary: samples without scores, partial per-dimension counts,
+# an unset epoch count, an empty log and a scorer that attempted no grades.
+
+
+def test_a_sample_without_any_score_counts_as_failed():
+    log = _log([
+        _sample("q1", 1, {"overall": 0.6}),
+        EvalSample(id="q2", epoch=1, input="q", target="t", scores=None),
+        EvalSample(id="q3", epoch=1, input="q", target="t", scores={}),
+    ], epochs=1)
+    out = summarize_graded(log, max_missing_share=1.0)
+    assert out["overall_mean"] == pytest.approx(0.6)
+    assert (out["samples"], out["samples_total"], out["samples_failed"], out["samples_unscored"]) == (1, 3, 2, 0)
+    assert out["missing_share"] == pytest.approx(2 / 3)
+
+
+def test_a_dimension_count_without_attempts_adds_none():
+    score = Score(value={"overall": 0.5}, metadata={"grades_attempted": 2, "grades_unparseable": 1,
+                                                    "grades_by_dimension": {"A": {"unparseable": 1}, "B": {"attempted": 2}}})
+    log = _log([EvalSample(id="q", epoch=1, input="q", target="t", scores={"anima_scorer": score})], epochs=1)
+    out = summarize_graded(log, max_missing_share=1.0)
+    assert out["grades_by_dimension"] == {"A": {"attempted": 0, "unparseable": 1}, "B": {"attempted": 2, "unparseable": 0}}
+
+
+def test_an_unset_epoch_count_means_one_epoch():
+    out = summarize_graded(_log([_sample("q1", 1, {"overall": 0.5})], epochs=None), max_missing_share=1.0)
+    assert out["epochs"] == 1
+
+
+def test_an_empty_log_is_all_missing_and_incomplete():
+    out = summarize_graded(_log([], epochs=1), max_missing_share=1.0)
+    assert out == {"samples": 0, "samples_total": 0, "samples_failed": 0, "samples_unscored": 0, "epochs": 1,
+                   "missing_share": 1.0, "complete": False, "status": "success"}
+
+
+def test_a_scorer_that_attempted_no_grades_is_all_missing():
+    log = _log([_sample("q1", 1, {"overall": 0.5}, attempted=0)], epochs=1)
+    out = summarize_graded(log, max_missing_share=0.5)
+    assert (out["grades_attempted"], out["grades_unparseable"]) == (0, 0)
+    assert out["missing_share"] == 1.0
+    assert out["complete"] is False
