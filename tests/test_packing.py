@@ -138,3 +138,86 @@ def test_concatenating_packings_of_different_row_lengths_is_refused():
     b = pack_segments(_segments([10]), seq_len=24, pad_id=0)
     with pytest.raises(ValueError, match="seq_len"):
         concat_rows(a, b)
+
+
+# ---------------------------------------------------------------------------------------------
+# Exact layouts and counts of small packings (values from running the packer with these inputs).
+
+
+def _plain(n: int, start: int = 10) -> Segment:
+    ids = list(range(start, start + n))
+    return Segment(ids, list(ids))
+
+
+def test_best_fit_decreasing_places_the_longest_first_into_the_tightest_row():
+    # 6 and 5 open two rows; 4 fits only the first (room 4), 3 and 2 fill the second.
+    rows = pack_segments([_plain(6), _plain(5), _plain(4), _plain(3), _plain(2)], seq_len=10, pad_id=0)
+    assert rows.row_segments == [[0, 2], [1, 3, 4]]
+    assert rows.real_tokens.tolist() == [10, 10]
+    assert rows.position_ids[1].tolist() == [0, 1, 2, 3, 4, 0, 1, 2, 0, 1]
+    # The piece goes to the row whose room matches it exactly, the first such row first.
+    rows = pack_segments([_plain(7), _plain(6), _plain(3), _plain(3)], seq_len=10, pad_id=0)
+    assert rows.row_segments == [[0, 2], [1, 3]]
+    assert rows.real_tokens.tolist() == [10, 9]
+    assert rows.position_ids[1].tolist() == [0, 1, 2, 3, 4, 5, 0, 1, 2, 0]  # padding restarts at 0
+    assert rows.input_ids[1].tolist() == list(range(10, 16)) + [10, 11, 12] + [0]
+
+
+def test_a_row_with_one_token_of_room_takes_a_one_token_piece():
+    rows = pack_segments([_plain(9), _plain(1), _plain(9)], seq_len=10, pad_id=0)
+    assert len(rows) == 2 and rows.row_segments == [[0, 1], [2]]
+    assert rows.stats == PackStats(documents=3, pieces=3, documents_split=0, rows=2, real_tokens=19,
+                                   loss_tokens=16, slots=20)
+    assert rows.stats.efficiency == 19 / 20
+
+
+def test_empty_segments_are_skipped_and_later_ones_still_packed():
+    segs = [_plain(4), Segment([], []), _plain(1, start=50), _plain(3, start=60)]
+    rows = pack_segments(segs, seq_len=8, pad_id=0)
+    assert rows.stats.documents == 4 and rows.stats.pieces == 3
+    assert rows.row_segments == [[0, 3, 2]]  # the empty segment (index 1) has no piece
+    assert rows.input_ids[0].tolist() == [10, 11, 12, 13, 60, 61, 62, 50]
+    assert rows.stats.real_tokens == 8 and rows.stats.loss_tokens == 3 + 2 + 0
+
+
+def test_max_len_splits_below_the_row_length_and_counts_each_split_document():
+    # Pieces of at most 4 tokens: 10 -> 4 + 4 + 2, 5 -> 4 + 1 (the one-token tail is kept), 4 -> whole.
+    segs = [_plain(10), _plain(5, start=40), _plain(4, start=70)]
+    rows = pack_segments(segs, seq_len=12, pad_id=0, max_len=4)
+    assert rows.stats.documents_split == 2
+    assert rows.stats.pieces == 6
+    assert rows.stats.real_tokens == 19
+    assert rows.stats.loss_tokens == 19 - 6  # every piece's first token has no label
+    assert sorted(s for r in rows.row_segments for s in r) == [0, 0, 0, 1, 1, 2]
+    # A document split in two is counted as split.
+    two = pack_segments([_plain(8)], seq_len=12, pad_id=0, max_len=5)
+    assert two.stats.documents_split == 1 and two.stats.pieces == 2
+    assert two.input_ids[0, :8].tolist() == list(range(10, 18))
+    assert two.position_ids[0].tolist() == [0, 1, 2, 3, 4, 0, 1, 2, 0, 1, 2, 3]
+    # max_len above the row length is capped at it.
+    capped = pack_segments([_plain(10)], seq_len=6, pad_id=0, max_len=100)
+    assert capped.stats.pieces == 2 and capped.stats.documents_split == 1
+
+
+def test_the_shortest_rows_allowed_are_two_tokens():
+    rows = pack_segments([_plain(3)], seq_len=2, pad_id=0)
+    assert rows.input_ids.tolist() == [[10, 11], [12, 0]]
+    assert rows.labels.tolist() == [[IGNORE_INDEX, 11], [IGNORE_INDEX, IGNORE_INDEX]]
+    with pytest.raises(ValueError, match="data.seq_len=1"):
+        pack_segments([_plain(3)], seq_len=1, pad_id=0)
+
+
+def test_pack_statistics_are_reported_under_their_names_with_a_rounded_efficiency():
+    stats = PackStats(documents=3, pieces=4, documents_split=1, rows=2, real_tokens=10, loss_tokens=7, slots=30)
+    assert stats.as_dict() == {"documents": 3, "pieces": 4, "documents_split": 1, "rows": 2, "real_tokens": 10,
+                               "loss_tokens": 7, "packing_efficiency": 0.3333}
+    assert PackStats().as_dict()["packing_efficiency"] == 0.0
+
+
+def test_a_document_without_bos_starts_with_its_text_and_ends_with_eos():
+    seg = lm_segment([10, 11], bos_id=None, eos_id=2)
+    assert seg.input_ids == [10, 11, 2] and seg.labels == [10, 11, 2]
+    seg = lm_segment([10, 11], bos_id=None, eos_id=2, prefix_ids=[7])
+    assert seg.input_ids == [7, 10, 11, 2] and seg.labels == [IGNORE_INDEX, 10, 11, 2]
+    seg = lm_segment([10], bos_id=0, eos_id=2)  # a BOS id of 0 is still a BOS
+    assert seg.input_ids == [0, 10, 2] and seg.labels == [IGNORE_INDEX, 10, 2]
