@@ -270,3 +270,123 @@ def test_instruction_samples_are_packed_and_a_bad_one_is_named(tmp_path):
                          "{% endif %}{{ m['content'] }}{% endfor %}")
     with pytest.raises(ValueError, match=rf"cannot render instruction sample {bad_at}: no"):
         PackedDataModule(cfg, tok).prepare()
+
+
+# ---------------------------------------------------------------------------------------------
+# The schedule and the row order computed directly on numbered rows (no tokenizer, no corpus).
+
+from omegaconf import OmegaConf  # noqa: E402
+
+from midtrain.data.datamodule import Schedule  # noqa: E402
+from midtrain.preserve import ExtraData  # noqa: E402
+
+
+def _on_rows(n_rows: int, world_size: int = 1, max_steps=None, seed: int = 0, **data) -> PackedDataModule:
+    cfg = OmegaConf.create({"seed": seed, "objective": "lm", "trainer": {"max_steps": max_steps},
+                            "data": {"batch_size": 2, "seq_len": 4, "epochs": 1, "num_workers": 0, **data}})
+    dm = PackedDataModule(cfg, tokenizer=None, world_size=world_size)
+    dm.rows = _numbered_rows(n_rows)
+    return dm
+
+
+def test_the_schedule_of_whole_passes_counts_rows_batches_ranks_and_epochs():
+    assert _on_rows(10)._schedule() == Schedule(micro_batches=5, accumulate=1, steps=5, epochs=1, rows=None)
+    # 10 rows x 3 epochs in micro-batches of 4 on one rank: 8 micro-batches, 3 per step -> 3 steps.
+    dm = _on_rows(10, batch_size=4, epochs=3, tokens_per_step=48)
+    assert dm._schedule() == Schedule(8, 3, 3, 3, None)
+    assert dm.info == {"tokens_per_step_requested": 48, "tokens_per_step": 48}
+    # Two ranks share each global batch: 30 rows / (4 x 2) -> 4 micro-batches per rank.
+    assert _on_rows(10, world_size=2, batch_size=4, epochs=3)._schedule() == Schedule(4, 1, 4, 3, None)
+    # One row per micro-batch and exactly one row per rank are allowed.
+    assert _on_rows(3, batch_size=1)._schedule() == Schedule(3, 1, 3, 1, None)
+    assert _on_rows(2, world_size=2, batch_size=1)._schedule() == Schedule(1, 1, 1, 1, None)
+
+
+@pytest.mark.parametrize("tokens,accumulate,got", [(8, 1, 8), (3, 1, 8), (20, 2, 16), (28, 4, 32), (40, 5, 40)])
+def test_tokens_per_step_rounds_to_whole_micro_batches(tokens, accumulate, got):
+    # A micro-batch is 2 rows x 4 tokens = 8 tokens on one rank.
+    dm = _on_rows(10, tokens_per_step=tokens)
+    s = dm._schedule()
+    assert s.accumulate == accumulate and s.steps == -(-5 // accumulate)
+    assert dm.info == {"tokens_per_step_requested": tokens, "tokens_per_step": got}
+
+
+def test_tokens_per_step_counts_every_rank_and_the_row_length():
+    # 2 ranks x 2 rows x 16 tokens = 64 tokens per micro-batch step: 192 tokens -> 3.
+    dm = _on_rows(24, world_size=2, seq_len=16, tokens_per_step=192)
+    assert dm._schedule().accumulate == 3
+    assert dm.info["tokens_per_step"] == 192
+
+
+def test_max_steps_sets_the_steps_and_repeats_the_rows_as_often_as_needed():
+    # 7 steps x 2 micro-batches x 2 rows = 28 rows of 10: three passes, the last one cut.
+    dm = _on_rows(10, max_steps=7, tokens_per_step=16)
+    assert dm._schedule() == Schedule(micro_batches=14, accumulate=2, steps=7, epochs=3, rows=28)
+    # Two ranks take twice the rows per step: 3 steps x 2 rows x 2 ranks = 12 rows -> 2 passes.
+    assert _on_rows(10, world_size=2, max_steps=3)._schedule() == Schedule(3, 1, 3, 2, 12)
+    # Fewer steps than one pass: still one pass, cut short.
+    assert _on_rows(10, max_steps=2)._schedule() == Schedule(2, 1, 2, 1, 4)
+    # A pass that ends exactly at the last step.
+    assert _on_rows(10, max_steps=5)._schedule() == Schedule(5, 1, 5, 1, 10)
+    # Without max_steps (or with a config lacking the trainer node) the data decides.
+    assert _on_rows(10, max_steps=0)._schedule().rows is None
+    dm = _on_rows(10)
+    del dm.cfg["trainer"]
+    assert dm._schedule() == Schedule(5, 1, 5, 1, None)
+
+
+def test_the_row_order_under_max_steps_is_the_passes_cut_at_the_last_step():
+    dm = _on_rows(10, max_steps=7, tokens_per_step=16, seed=3)
+    dm.schedule = dm._schedule()
+    order = dm.row_order()
+    assert order.shape == (28,)
+    passes = [np.random.default_rng([3, e]).permutation(10) for e in range(3)]
+    assert np.array_equal(order, np.concatenate(passes)[:28])
+    dm.trainer = None
+    loader = dm.train_dataloader()
+    assert len(loader) == 14
+    assert [i for b in loader for i in _row_ids(b)] == order.tolist()
+
+
+def test_rows_a_strategy_packed_apart_are_permuted_among_themselves_and_placed_by_it():
+    # 10 rows, the last 3 packed apart; the strategy puts them first.
+    dm = _on_rows(10, epochs=2, seed=5)
+    dm.extra = ExtraData(segments=[], place=lambda main, extra: np.concatenate([extra, main]))
+    dm.extra_rows = 3
+    dm.schedule = dm._schedule()
+    order = dm.row_order()
+    assert order.shape == (20,)
+    want = []
+    for e in range(2):
+        rng = np.random.default_rng([5, e])
+        main = rng.permutation(7)
+        want += (7 + rng.permutation(3)).tolist() + main.tolist()
+    assert order.tolist() == want
+    for e in range(2):
+        epoch = order[10 * e : 10 * (e + 1)].tolist()
+        assert sorted(epoch[:3]) == [7, 8, 9] and sorted(epoch[3:]) == list(range(7))
+
+
+def test_a_filler_row_is_the_first_row_of_the_order_with_every_label_masked():
+    rows = _numbered_rows(5)
+    order = np.array([3, 1])
+    filler = _MicroBatches(rows, order, batch_size=2, rank=2, world=3)[0]
+    assert filler["input_ids"].tolist() == [[3, 3, 3, 3]]
+    assert filler["position_ids"].tolist() == [[0, 1, 2, 3]]
+    assert filler["labels"].tolist() == [[-100] * 4] and filler["labels"].dtype == torch.long
+    assert filler["_rows"] == [] and filler["_loss_tokens"] == 0 and filler["_real_tokens"] == 0
+    one = _MicroBatches(rows, order, batch_size=2, rank=1, world=3)[0]
+    assert one["_rows"] == [1] and one["_loss_tokens"] == 4 and one["_real_tokens"] == 4
+    assert one["labels"].tolist() == [[1, 1, 1, 1]]
+
+
+def test_micro_batch_counts_round_up_over_ranks_and_rows():
+    rows = _numbered_rows(13)
+    assert len(_MicroBatches(rows, np.arange(13), batch_size=2, rank=0, world=3)) == 3   # 13 / 6 -> 3
+    assert len(_MicroBatches(rows, np.arange(12), batch_size=2, rank=0, world=3)) == 2   # exactly 2
+    assert len(_MicroBatches(rows, np.arange(13), batch_size=4, rank=0, world=1)) == 4
+    # Rank 1 of 3 with 2 rows each: rows 2-3 of each global batch of 6.
+    mb = _MicroBatches(rows, np.arange(12), batch_size=2, rank=1, world=3)
+    assert mb.row_indices(0).tolist() == [2, 3] and mb.row_indices(1).tolist() == [8, 9]
+    last = _MicroBatches(rows, np.arange(12), batch_size=2, rank=2, world=3)
+    assert last.row_indices(1).tolist() == [10, 11]

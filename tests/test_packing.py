@@ -221,3 +221,9 @@ def test_a_document_without_bos_starts_with_its_text_and_ends_with_eos():
     assert seg.input_ids == [7, 10, 11, 2] and seg.labels == [IGNORE_INDEX, 10, 11, 2]
     seg = lm_segment([10], bos_id=0, eos_id=2)  # a BOS id of 0 is still a BOS
     assert seg.input_ids == [0, 10, 2] and seg.labels == [IGNORE_INDEX, 10, 2]
+
+
+def test_packed_tensors_are_int64():
+    rows = pack_segments([_plain(3), _plain(5)], seq_len=6, pad_id=0)
+    for name in ("input_ids", "labels", "position_ids", "real_tokens"):
+        assert getattr(rows, name).dtype == torch.long, name
