@@ -390,3 +390,84 @@ def test_micro_batch_counts_round_up_over_ranks_and_rows():
     assert mb.row_indices(0).tolist() == [2, 3] and mb.row_indices(1).tolist() == [8, 9]
     last = _MicroBatches(rows, np.arange(12), batch_size=2, rank=2, world=3)
     assert last.row_indices(1).tolist() == [10, 11]
+
+
+# ---------------------------------------------------------------------------------------------
+# What a preservation strategy adds, and the settings prepare() checks.
+
+from midtrain.data.packing import lm_segment, pack_segments  # noqa: E402
+from midtrain.preserve import Strategy  # noqa: E402
+
+
+class _Adds(Strategy):
+    """Adds three documents, packed with the stage's own (place=None) or in rows of their own."""
+
+    def __init__(self, place=None):
+        super().__init__(OmegaConf.create({"name": "none", "tag": ""}))
+        self.place, self.given = place, None
+        self.segments = [lm_segment(list(range(5, 5 + n)), 1, 2) for n in (70, 40, 9)]
+
+    def extra_data(self, stage_cfg, tokenizer, segments):
+        self.given = (stage_cfg, tokenizer, len(segments))
+        return ExtraData(segments=self.segments, place=self.place, info={"added_documents": 3})
+
+
+def test_a_strategys_documents_are_packed_with_the_stages_own_when_it_places_none(smoke_cfg):
+    cfg = smoke_cfg("data.seq_len=64")
+    tok = build_tokenizer(cfg.model)
+    plain = PackedDataModule(cfg, tok).prepare()
+    strategy = _Adds()
+    dm = PackedDataModule(cfg, tok, preserve=strategy).prepare()
+    assert dm.preserve is strategy
+    assert strategy.given == (cfg, tok, 40)
+    assert dm.extra_rows == 0 and dm.info["added_documents"] == 3
+    assert dm.info["documents"] == dm.rows.stats.documents == 43
+    assert dm.info["real_tokens"] == plain.info["real_tokens"] + 72 + 42 + 11
+    assert dm.info["documents_split"] == plain.info["documents_split"] + 1  # the 72-token one
+
+
+def test_a_strategys_rows_of_their_own_follow_the_stages_rows(smoke_cfg):
+    cfg = smoke_cfg("data.seq_len=64", "data.epochs=2")
+    tok = build_tokenizer(cfg.model)
+    plain = PackedDataModule(cfg, tok).prepare()
+    strategy = _Adds(place=lambda main, extra: np.concatenate([main, extra]))
+    dm = PackedDataModule(cfg, tok, preserve=strategy).prepare()
+    side = pack_segments(strategy.segments, 64, tok.pad_token_id, 64)
+    n = len(plain.rows)
+    assert len(dm.rows) == n + len(side) and dm.extra_rows == len(side) == 2
+    assert torch.equal(dm.rows.input_ids[:n], plain.rows.input_ids)
+    assert torch.equal(dm.rows.input_ids[n:], side.input_ids)
+    assert torch.equal(dm.rows.labels[n:], side.labels)
+    assert dm.info["added_documents"] == 3 and dm.rows.stats.documents == 43
+    assert dm.info["rows"] == n + 2 and dm.info["epochs"] == 2
+    order = dm.row_order().reshape(2, n + 2)
+    for epoch in order:
+        assert sorted(epoch[:n].tolist()) == list(range(n)) and sorted(epoch[n:].tolist()) == [n, n + 1]
+
+
+def test_documents_are_cut_at_max_doc_tokens_which_may_equal_the_row_length(smoke_cfg):
+    def longest_piece(rows):  # positions of real tokens only (padding counts its own)
+        real = torch.arange(rows.position_ids.shape[1]) < rows.real_tokens[:, None]
+        return int(rows.position_ids[real].max()) + 1
+
+    dm = _prepared(smoke_cfg("data.seq_len=64", "data.max_doc_tokens=16"))
+    assert longest_piece(dm.rows) == 16
+    assert dm.info["documents_split"] > 0 and dm.info["pieces"] > dm.info["documents"]
+    whole = _prepared(smoke_cfg("data.seq_len=64", "data.max_doc_tokens=64"))
+    assert longest_piece(whole.rows) == 64
+    assert whole.info["pieces"] == _prepared(smoke_cfg("data.seq_len=64")).info["pieces"]
+
+
+def test_the_strategy_comes_from_the_config_unless_one_is_given():
+    cfg = OmegaConf.create({"preserve": {"name": "kl"}, "data": {}})
+    assert PackedDataModule(cfg, tokenizer=None).preserve.name == "kl"
+    assert PackedDataModule(OmegaConf.create({"data": {}}), tokenizer=None).preserve.name == "none"
+    given = _Adds()
+    assert PackedDataModule(cfg, tokenizer=None, preserve=given).preserve is given
+
+
+def test_a_loader_before_prepare_is_refused():
+    dm = PackedDataModule(OmegaConf.create({"data": {}}), tokenizer=None)
+    dm.trainer = None
+    with pytest.raises(AssertionError, match=r"call prepare\(\) first"):
+        dm.train_dataloader()
