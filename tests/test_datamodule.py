@@ -471,3 +471,12 @@ def test_a_loader_before_prepare_is_refused():
     dm.trainer = None
     with pytest.raises(AssertionError, match=r"call prepare\(\) first"):
         dm.train_dataloader()
+
+
+def test_loader_workers_default_to_none_and_follow_the_setting():
+    rows = _numbered_rows(4)
+    assert ResumableLoader(_MicroBatches(rows, np.arange(4), 2, 0, 1), accumulate=1, trainer=None).num_workers == 0
+    assert ResumableLoader(_MicroBatches(rows, np.arange(4), 2, 0, 1), 1, None, num_workers=2).num_workers == 2
+    dm = _on_rows(4, num_workers=1)
+    dm.schedule, dm.trainer = dm._schedule(), None
+    assert dm.train_dataloader().num_workers == 1
