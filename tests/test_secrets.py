@@ -349,3 +349,74 @@ def test_a_failed_jobs_overrides_and_exception_are_scrubbed():
     RedactedOutput().on_job_end(None, job_return=ok)
     assert ok.overrides == [] and ok._return_value == "fine"
     RedactedOutput().on_job_end(None)  # Hydra may pass no job_return
+
+
+# The Hydra callback: what its files keep verbatim, and the edge cases of its checks ---------
+def test_every_missing_value_the_output_dir_needs_is_named():
+    from omegaconf import OmegaConf
+
+    from midtrain.tracking.hydra_output import _check_output_dir
+
+    cfg = OmegaConf.create({"corpus": {"name": "???"}, "model": {"size": "???"},
+                            "hydra": {"run": {"dir": "runs/${corpus.name}/${model.size}"}}})
+    with pytest.raises(SystemExit) as e:
+        _check_output_dir(cfg, "hydra.run.dir")
+    assert str(e.value) == ("error: required value(s) not set: corpus.name, model.size (give them on the "
+                            "command line, e.g. corpus.name=...)")
+
+
+def test_a_config_node_is_written_redacted_with_its_interpolations_kept():
+    from omegaconf import OmegaConf
+
+    from midtrain.tracking.hydra_output import _redacted_yaml
+
+    node = OmegaConf.create({"seed": 1, "out": "runs/${seed}", "logger": {"api_key": CANARY}})
+    assert _redacted_yaml(node) == f"seed: 1\nout: runs/${{seed}}\nlogger:\n  api_key: {REDACTED}\n"
+    assert _redacted_yaml({"note": TOKEN}) == f"note: {REDACTED}\n"  # a plain container as it is
+
+
+def test_redact_file_keeps_the_interpolations_hydra_wrote(tmp_path):
+    from midtrain.tracking.hydra_output import redact_file
+
+    path = tmp_path / "multirun.yaml"
+    path.write_text(f"seed: 0\ndir: multirun/${{seed}}\ntask:\n- +logger.api_key={CANARY}\n", encoding="utf-8")
+    redact_file(path)
+    assert path.read_text(encoding="utf-8") == (f"seed: 0\ndir: multirun/${{seed}}\ntask:\n"
+                                                f"- +logger.api_key={REDACTED}\n")
+
+
+def test_redact_file_reads_utf8_whatever_the_locale(tmp_path):
+    """On a node whose locale is plain ASCII (LANG=C, as on many batch nodes) a multirun.yaml
+    holding non-ASCII text is still read, redacted and written back."""
+    path = tmp_path / "multirun.yaml"
+    path.write_text(f"note: café\ntask:\n- +logger.api_key={CANARY}\n", encoding="utf-8")
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join(sys.path), "LC_ALL": "C", "LANG": "C",
+           "PYTHONCOERCECLOCALE": "0", "PYTHONUTF8": "0"}
+    proc = subprocess.run([sys.executable, "-c", "import sys; from pathlib import Path; "
+                           "from midtrain.tracking.hydra_output import redact_file; redact_file(Path(sys.argv[1]))",
+                           str(path)], env=env, capture_output=True, text=True, timeout=120)
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    assert path.read_text(encoding="utf-8") == f"note: café\ntask:\n- +logger.api_key={REDACTED}\n"
+
+
+def test_the_job_start_files_keep_interpolations_unresolved(tmp_path):
+    from omegaconf import OmegaConf
+
+    from midtrain.tracking.hydra_output import RedactedOutput
+
+    hydra = {**_hydra_node(tmp_path), "job": {"name": "job_${seed}"}}
+    cfg = OmegaConf.create({"seed": 3, "out_dir": "runs/${seed}", "hydra": hydra})
+    RedactedOutput().on_job_start(cfg)
+    out = tmp_path / "job" / ".hydra"
+    assert (out / "config.yaml").read_text(encoding="utf-8") == "seed: 3\nout_dir: runs/${seed}\n"
+    assert OmegaConf.load(out / "hydra.yaml").hydra.job._get_node("name")._value() == "job_${seed}"
+
+
+def test_a_job_return_without_a_return_value_has_its_overrides_scrubbed():
+    from types import SimpleNamespace
+
+    from midtrain.tracking.hydra_output import RedactedOutput
+
+    ret = SimpleNamespace(overrides=[f"+logger.api_key={CANARY}"])
+    RedactedOutput().on_job_end(None, job_return=ret)
+    assert ret.overrides == [f"+logger.api_key={REDACTED}"]
