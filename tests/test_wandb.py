@@ -384,3 +384,181 @@ def test_the_lightning_logger_writes_inside_the_run_dir_and_uploads_no_checkpoin
     assert logger.save_dir == str(tmp_path / "run")
     assert logger._log_model is False  # checkpoints stay on the cluster's disk
     assert logger._wandb_init["id"] == wandb_run_id(tmp_path / "run", "midtrain")
+
+
+# TrainingWandbLogger against stand-in W&B runs: what it keeps, resends and renames ----------
+class _Summary(dict):
+    pass
+
+
+class _Config:
+    def __init__(self):
+        self.updates = []
+
+    def update(self, params, allow_val_change=False):
+        self.updates.append((params, allow_val_change))
+
+
+class _FakeRun:
+    """The parts of a wandb run the logger uses; `fail_at` makes the n-th `log` call (0-based)
+    and every later call raise as a lost service does."""
+
+    def __init__(self, sync_file=None, resumed=False, summary=None, fail_at=None):
+        self.logged, self.defined, self.config = [], [], _Config()
+        self.summary = _Summary(summary or {})
+        self.resumed, self.preempting, self.exit_codes = resumed, False, []
+        self.fail_at, self.id = fail_at, "fake"
+        self.settings = type("S", (), {"sync_file": None if sync_file is None else str(sync_file)})()
+
+    def log(self, row):
+        if self.fail_at is not None and len(self.logged) >= self.fail_at:
+            raise ConnectionResetError("connection to the W&B service lost")
+        self.logged.append(row)
+
+    def define_metric(self, name, **kw):
+        self.defined.append((name, kw))
+
+    def mark_preempting(self):
+        self.preempting = True
+
+    def finish(self, exit_code=None):
+        self.exit_codes.append(exit_code)
+
+
+def _logger(tmp_path, run):
+    from midtrain.tracking.wandb_logger import TrainingWandbLogger
+
+    logger = TrainingWandbLogger(project="p", save_dir=str(tmp_path), id="abc", mode="offline", log_model=False)
+    logger._experiment = run
+    return logger
+
+
+def _patch_wandb(monkeypatch, new_run):
+    import inspect
+
+    calls = {"init": [], "teardown": 0}
+    signature = inspect.signature(wandb.init)
+
+    def init(**kw):
+        signature.bind(**kw)  # an unknown keyword fails as in wandb
+        calls["init"].append(kw)
+        return new_run
+
+    def teardown():
+        calls["teardown"] += 1
+
+    monkeypatch.setattr(wandb, "init", init)
+    monkeypatch.setattr(wandb, "teardown", teardown)
+    return calls
+
+
+def test_a_lost_service_stops_sending_and_finish_writes_every_row_to_the_reopened_run(tmp_path, monkeypatch):
+    import torch
+
+    dead_file = tmp_path / "old" / "run-abc.wandb"
+    dead_file.parent.mkdir()
+    dead_file.write_bytes(b":W&B")
+    dead = _FakeRun(sync_file=dead_file, fail_at=1)
+    new = _FakeRun(sync_file=tmp_path / "new" / "run-abc.wandb")
+    calls = _patch_wandb(monkeypatch, new)
+    logger = _logger(tmp_path, dead)
+    assert not logger.service_lost
+    logger.log_hyperparams({"lr": 0.1})
+    logger.log_metrics({"train/loss": torch.tensor(2.5)}, step=0)
+    logger.log_metrics({"train/loss": 1.5}, step=1)  # the service is gone here
+    assert logger.service_lost
+    logger.log_metrics({"train/loss": 1.0}, step=2)
+    logger.log_metrics({"eval/n": 4})
+    assert dead.logged == [{"train/loss": torch.tensor(2.5), "trainer/global_step": 0}]
+    logger.finish(summary={"eval": {"acc": 0.5}}, preempted=True, exit_code=143)
+
+    assert len(calls["init"]) == 1 and calls["init"][0]["resume"] == "allow" and calls["init"][0]["id"] == "abc"
+    assert calls["teardown"] == 2  # the lost service is forgotten, and the new one waited for
+    assert new.defined == [("trainer/global_step", {}),
+                           ("*", {"step_metric": "trainer/global_step", "step_sync": True})]
+    assert new.config.updates == [({"lr": 0.1}, True)]
+    assert new.logged == [{"train/loss": 2.5, "trainer/global_step": 0}, {"train/loss": 1.5, "trainer/global_step": 1},
+                          {"train/loss": 1.0, "trainer/global_step": 2}, {"eval/n": 4}]
+    assert type(new.logged[0]["train/loss"]) is float  # a tensor is kept as its number
+    assert dict(new.summary) == {"eval/acc": 0.5} and new.preempting and new.exit_codes == [143]
+    assert dead.exit_codes == [] and logger.experiment is new
+    assert not dead_file.exists() and (tmp_path / "old" / "run-abc.wandb.superseded").read_bytes() == b":W&B"
+    logger.finish(summary={"eval": {"acc": 0.9}})  # a second finish and later rows are ignored
+    logger.log_metrics({"train/loss": 0.5}, step=3)
+    assert len(calls["init"]) == 1 and new.exit_codes == [143] and len(new.logged) == 4
+
+
+def test_a_resumed_run_gets_only_the_steps_its_server_does_not_hold(tmp_path, monkeypatch):
+    dead = _FakeRun(fail_at=0)  # no transaction log (e.g. online without a sync file)
+    new = _FakeRun(resumed=True, summary={"trainer/global_step": 1})
+    calls = _patch_wandb(monkeypatch, new)
+    logger = _logger(tmp_path, dead)
+    logger.log_metrics({"a": 1.0})
+    for step in range(3):
+        logger.log_metrics({"loss": float(step)}, step=step)
+    logger.finish(exit_code=1)
+    assert new.logged == [{"a": 1.0}, {"loss": 2.0, "trainer/global_step": 2}]
+    assert new.exit_codes == [1] and not new.preempting and calls["teardown"] == 2
+    assert list(tmp_path.rglob("*.superseded")) == []
+
+
+def test_a_reopened_run_writing_the_same_file_keeps_it(tmp_path, monkeypatch):
+    same = tmp_path / "run-abc.wandb"
+    same.write_bytes(b":W&B")
+    new = _FakeRun(sync_file=same)
+    _patch_wandb(monkeypatch, new)
+    logger = _logger(tmp_path, _FakeRun(sync_file=same, fail_at=0))
+    logger.log_metrics({"loss": 1.0}, step=0)
+    logger.finish()
+    assert same.exists() and list(tmp_path.rglob("*.superseded")) == []
+    assert new.logged == [{"loss": 1.0, "trainer/global_step": 0}] and new.exit_codes == [0]
+
+
+def test_a_dead_run_without_settings_is_reopened_all_the_same(tmp_path, monkeypatch):
+    class Broken(_FakeRun):
+        @property
+        def settings(self):
+            raise RuntimeError("a disabled run has no settings")
+
+        @settings.setter
+        def settings(self, value):
+            pass
+
+    new = _FakeRun(sync_file=tmp_path / "run-abc.wandb")
+    _patch_wandb(monkeypatch, new)
+    logger = _logger(tmp_path, Broken(fail_at=0))
+    logger.log_metrics({"loss": 1.0}, step=0)
+    logger.finish()
+    assert new.logged == [{"loss": 1.0, "trainer/global_step": 0}] and new.exit_codes == [0]
+
+
+def test_a_healthy_run_is_finished_in_place_and_takes_no_rows_after(tmp_path, monkeypatch):
+    run = _FakeRun()
+    calls = _patch_wandb(monkeypatch, _FakeRun())
+    logger = _logger(tmp_path, run)
+    logger.log_metrics({"loss": 1.0}, step=0)
+    logger.finish(summary={"train": {"final_loss": 1.0}})
+    logger.log_metrics({"loss": 0.5}, step=1)
+    assert run.logged == [{"loss": 1.0, "trainer/global_step": 0}]
+    assert dict(run.summary) == {"train/final_loss": 1.0} and run.exit_codes == [0] and not run.preempting
+    assert calls == {"init": [], "teardown": 0}  # nothing to reopen or wait for
+
+
+def test_the_training_logger_takes_lightnings_arguments(tmp_path):
+    from midtrain.tracking.wandb_logger import TrainingWandbLogger
+
+    logger = TrainingWandbLogger("run-name", str(tmp_path), project="p", mode="offline")
+    assert logger._wandb_init["name"] == "run-name" and logger.save_dir == str(tmp_path)
+    assert logger._wandb_init["project"] == "p" and logger._wandb_init["mode"] == "offline"
+
+
+def test_the_transaction_log_of_a_run_without_one_is_none(tmp_path):
+    from types import SimpleNamespace
+
+    from midtrain.tracking.wandb_logger import _transaction_log
+
+    assert _transaction_log(SimpleNamespace(settings=SimpleNamespace(sync_file=None))) is None
+    assert _transaction_log(SimpleNamespace(settings=SimpleNamespace(sync_file=""))) is None
+    assert _transaction_log(SimpleNamespace()) is None
+    assert _transaction_log(SimpleNamespace(settings=SimpleNamespace(sync_file=str(tmp_path / "r.wandb")))) == \
+        tmp_path / "r.wandb"
