@@ -438,3 +438,110 @@ def test_clearing_a_stage_keeps_the_lock_and_hydra_logs_only(tmp_path):
     assert (rd.path / ".hydra_logs" / "f").is_file() and (target / "keep").is_file()  # a link's target stays
     rd.clear_outputs(keep=())
     assert list(rd.path.iterdir()) == []
+
+
+# Edges of the run-directory helpers -----------------------------------------------------------
+def test_a_done_marker_that_is_not_an_object_has_no_hash(tmp_path):
+    rd = RunDir(tmp_path)
+    assert rd.done_hash() is None  # no DONE
+    for text in ("[1, 2]", '"abcd1234"', "not json"):
+        rd.done_path.write_text(text, encoding="utf-8")
+        assert rd.done_hash() is None, text
+
+
+def test_a_layout_entry_joins_all_its_parts_under_the_run_directory(tmp_path):
+    from midtrain.tracking.rundir import _Entry
+
+    class StageDir(RunDir):
+        report = _Entry("eval", "anima", "report.json")
+
+    assert StageDir(tmp_path).report == tmp_path / "eval" / "anima" / "report.json"
+    assert StageDir.report.parts == ("eval", "anima", "report.json")
+
+
+def test_unflatten_drops_wandb_keys_and_keys_under_a_leaf_and_keeps_the_rest():
+    from midtrain.tracking.nested import unflatten
+
+    flat = {"_step": 3, "a/b": 1, "a/c": 2, "x": 0, "x/y": 5, "_runtime": 1.5, "z": 9}
+    assert unflatten(flat) == {"a": {"b": 1, "c": 2}, "x": 0, "z": 9}
+    assert unflatten({"a.b": 1}, sep=".") == {"a": {"b": 1}}
+
+
+# Stage reuse: a crashed earlier attempt, and the record's time --------------------------------
+def test_reuse_after_a_crashed_attempt_replaces_its_leftover_and_records_the_time(tmp_path):
+    import re
+
+    from midtrain.tracking.reuse import reuse_stage
+
+    good = _finished_stage(tmp_path / "good" / "midtrain", "h1")
+    dst = tmp_path / "me" / "midtrain"
+    leftover = tmp_path / "me" / ".midtrain.reusing"
+    (leftover / "hf").mkdir(parents=True)
+    (leftover / "stale.txt").write_text("from the crashed attempt", encoding="utf-8")
+    assert reuse_stage(dst, "h1", [good]) == good
+    assert not leftover.exists() and not (dst / "stale.txt").exists()
+    assert (dst / "hf" / "model.safetensors").read_bytes() == b"weights"
+    record = json.loads((dst / "reused_from.json").read_text(encoding="utf-8"))
+    assert re.fullmatch(r"\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d[+-]\d{4}", record["time"]), record["time"]
+
+
+# Identity: plain mappings, resolvers -----------------------------------------------------------
+def test_cell_hash_of_a_plain_mapping_leaves_the_seed_out():
+    from midtrain.tracking.identity import cell_hash, config_hash
+
+    a, b = {"seed": 1, "optim": {"lr": 0.1}}, {"seed": 2, "optim": {"lr": 0.1}}
+    assert cell_hash(a) == cell_hash(b) == cell_hash({"optim": {"lr": 0.1}})
+    assert config_hash(a) != config_hash(b)
+    assert cell_hash({"seed": 1, "optim": {"lr": 0.2}}) != cell_hash(a)
+
+
+def test_the_resolvers_register_once_and_resolve_the_hash_and_repository_paths(monkeypatch):
+    from omegaconf.basecontainer import BaseContainer
+
+    from midtrain.paths import REPO_ROOT
+    from midtrain.tracking.identity import config_hash, register_resolvers
+
+    monkeypatch.setattr(BaseContainer, "_resolvers", dict(BaseContainer._resolvers))  # restored afterwards
+    for name in ("midtrain.hash", "midtrain.repo"):
+        OmegaConf.clear_resolver(name)
+    register_resolvers()
+    register_resolvers()  # a second call keeps the first registration
+    cfg = OmegaConf.create({"lr": 0.1, "here": "${midtrain.repo:}", "conf": "${midtrain.repo:conf}",
+                            "run_id": "r-${midtrain.hash:}"})
+    assert cfg.here == str(REPO_ROOT) and cfg.conf == str(REPO_ROOT / "conf")
+    assert cfg.run_id == f"r-{config_hash(cfg)}"
+
+
+# Provenance: git and the package version -------------------------------------------------------
+def test_git_answers_inside_a_checkout_and_none_elsewhere(tmp_path):
+    import re
+    import subprocess
+    from importlib import metadata
+
+    from midtrain.tracking.provenance import _git, code_state
+
+    repo = tmp_path / "repo"
+    (repo / "src").mkdir(parents=True)
+    (repo / "src" / "m.py").write_text("x = 1\n", encoding="utf-8")
+    ident = ["-c", "user.name=t", "-c", "user.email=t@example.org", "-c", "commit.gpgsign=false"]
+    for args in (["init", "-q"], ["add", "src"], [*ident, "commit", "-q", "-m", "init"]):
+        subprocess.run(["git", "-C", str(repo), *args], check=True, capture_output=True)
+    head = _git(repo, "rev-parse", "HEAD")
+    assert isinstance(head, bytes) and re.fullmatch(rb"[0-9a-f]{40}\n", head)
+    outside = tmp_path / "plain"
+    outside.mkdir()
+    assert _git(outside, "rev-parse", "HEAD") is None
+    state = code_state(str(repo))
+    assert state["commit"] == head.decode().strip() and state["dirty"] is False and state["diff_sha256"] is None
+    bare = code_state(str(outside))
+    assert bare["commit"] is None and bare["dirty"] is None
+    assert bare["version"] == metadata.version("alignment-midtraining") and bare["version"]
+
+
+def test_an_absolute_portable_path_is_kept_as_written_not_resolved(tmp_path):
+    from midtrain.tracking.provenance import resolve_portable
+
+    (tmp_path / "real").mkdir()
+    (tmp_path / "link").symlink_to(tmp_path / "real", target_is_directory=True)
+    assert resolve_portable(str(tmp_path / "link" / "x"), tmp_path / "run") == tmp_path / "link" / "x"
+    assert resolve_portable("../link/x", tmp_path / "run") == tmp_path / "real" / "x"  # relative: resolved
