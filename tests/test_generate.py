@@ -281,3 +281,162 @@ def test_match_profile_names_the_file_and_line_of_a_bad_record(tmp_path):
         load_match(empty)
     with pytest.raises(FileNotFoundError, match="no .*documents.jsonl"):
         load_match(tmp_path / "nowhere")
+
+
+# Filters and matching, called directly on small hand-made inputs -------------------------------
+def _pairs_at_04():
+    """12 pairs of 60-word texts whose second text keeps the first 36 words: 5-gram Jaccard 0.4,
+    close enough to a 0.3 threshold that which pairs the LSH offers depends on seed and banding."""
+    import random
+
+    rng = random.Random(0)
+    texts = []
+    for d in range(12):
+        words = [f"w{d}x{rng.randrange(10**6)}" for _ in range(60)]
+        texts += [" ".join(words), " ".join(words[:36] + [f"v{d}y{j}" for j in range(24)])]
+    return texts
+
+
+def test_length_stats_profile_values_and_empty():
+    from midtrain.generation.filters import length_stats
+
+    stats = length_stats([12, 7, 30, 18, 3, 25, 9, 41, 16, 22, 5])
+    assert stats == {"n": 11, "mean": 17.09, "std": 11.14, "min": 3, "p10": 5.0, "median": 16.0,
+                     "p90": 30.0, "max": 41, "total": 188}
+    assert list(stats) == ["n", "mean", "std", "min", "p10", "median", "p90", "max", "total"]
+    assert length_stats([2, 3]) == {"n": 2, "mean": 2.5, "std": 0.5, "min": 2, "p10": 2.1, "median": 2.5,
+                                    "p90": 2.9, "max": 3, "total": 5}
+    assert length_stats([]) == {"n": 0}
+
+
+def test_filter_config_accepts_the_bounds_and_rejects_what_is_outside():
+    assert FilterConfig(min_words=0, max_words=0).max_words == 0
+    assert FilterConfig(min_words=7, max_words=7, dedup_threshold=1.0).dedup_threshold == 1.0
+    assert FilterConfig(dedup_threshold=None, placeholder_patterns=(r"\[Name\]",)).dedup_threshold is None
+    assert FilterConfig(num_perm=64, bands=16).num_perm == 64
+    for kwargs in ({"min_words": -1}, {"min_words": 10, "max_words": 9}):
+        with pytest.raises(ValueError, match="need 0 <= min_words <= max_words"):
+            FilterConfig(**kwargs)
+    for bad in (0, 0.0, 1.5, -0.2):
+        with pytest.raises(ValueError, match=rf"dedup_threshold must be in \(0, 1\] or null, got {bad}"):
+            FilterConfig(dedup_threshold=bad)
+    with pytest.raises(ValueError, match=r"num_perm \(100\) must be a multiple of filters.bands \(32\)"):
+        FilterConfig(num_perm=100, bands=32)
+    with pytest.raises(ValueError, match=r"invalid regex '\['"):
+        FilterConfig(placeholder_patterns=(r"\{x\}", "["))
+
+
+def test_reject_reason_word_bounds_are_inclusive_and_empty_comes_first():
+    f = FilterConfig(min_words=3, max_words=5, placeholder_patterns=(r"\[Name\]",))
+    assert reject_reason(None, f) == "empty" and reject_reason(" \n\t", f) == "empty"
+    assert reject_reason("one two", f) == "too_short"
+    assert reject_reason("one two three", f) is None
+    assert reject_reason("one two three four five", f) is None
+    assert reject_reason("one two three four five six", f) == "too_long"
+    assert reject_reason("Dear [Name], thanks", f) == "placeholder"
+    assert reject_reason("Dear Name, thanks", f) is None
+    assert reject_reason("[Name]", f) == "too_short"  # the length bounds are checked first
+
+
+def test_shingles_are_lowercased_word_ngrams_and_short_texts_give_one():
+    from midtrain.generation.filters import _shingles
+
+    assert _shingles("The Cat, sat on-the MAT!", 3) == {"the cat sat", "cat sat on", "sat on the", "on the mat"}
+    assert _shingles("Alpha beta gamma", 3) == {"alpha beta gamma"}
+    assert _shingles("Alpha beta", 3) == {"alpha beta"}
+    assert _shingles("", 5) == {""}
+
+
+def test_jaccard_of_sets_and_of_two_empty_sets():
+    from midtrain.generation.filters import jaccard
+
+    assert jaccard({"a", "b", "c"}, {"b", "c", "d", "e"}) == 0.4
+    assert jaccard(set(), {"a"}) == 0.0 and jaccard({"a"}, set()) == 0.0
+    assert jaccard(set(), set()) == 1.0
+    assert jaccard({"a"}, {"a"}) == 1.0
+
+
+def test_near_duplicates_threshold_is_inclusive_and_every_duplicate_is_reported():
+    a = "the harbour board met on tuesday to review the dredging budget for the north channel"
+    b = "a ferry timetable for the winter months lists the changes planned for spring crossings"
+    assert near_duplicates([], 0.8) == {}
+    assert near_duplicates([a, b], 0.8) == {}
+    # exact copies have Jaccard 1.0, which meets a threshold of 1.0
+    assert near_duplicates([a, a.upper(), b, a, b], 1.0) == {1: 0, 3: 0, 4: 2}
+
+
+def test_near_duplicates_default_shingle_size_is_five():
+    from midtrain.generation.filters import _shingles, jaccard
+
+    words = [f"tok{i}" for i in range(100)]
+    edited = words[:50] + ["changed"] + words[51:]
+    texts = [" ".join(words), " ".join(edited)]
+    j5 = jaccard(_shingles(texts[0], 5), _shingles(texts[1], 5))
+    j6 = jaccard(_shingles(texts[0], 6), _shingles(texts[1], 6))
+    assert j6 < j5
+    threshold = (j5 + j6) / 2
+    assert near_duplicates(texts, threshold) == {1: 0}
+    assert near_duplicates(texts, threshold, shingle_size=6) == {}
+
+
+def test_near_duplicate_candidates_are_reproducible_with_the_default_sketch():
+    texts = _pairs_at_04()
+    default = near_duplicates(texts, 0.3)
+    # seed 0, 128 permutations in 32 bands: the same LSH candidates as the explicit call
+    assert default == near_duplicates(texts, 0.3, shingle_size=5, num_perm=128, bands=32, seed=0)
+    assert default == {5: 4, 9: 8, 13: 12, 15: 14, 17: 16, 19: 18, 23: 22}
+    # another seed offers other candidates; every pair found is a true pair either way
+    other = near_duplicates(texts, 0.3, seed=1)
+    assert other == {1: 0, 7: 6, 9: 8, 11: 10}
+    assert all(i == j + 1 and j % 2 == 0 for i, j in (default | other).items())
+
+
+def test_apply_filters_passes_seed_and_sketch_settings_to_dedup():
+    texts = _pairs_at_04()
+    cfg = FilterConfig(min_words=1, max_words=100, dedup_threshold=0.3)
+
+    def reasons(dup, extra=()):
+        return ["near_duplicate" if i in dup else None for i in range(len(texts))] + list(extra)
+
+    assert apply_filters(texts + ["short"], FilterConfig(min_words=2, max_words=100, dedup_threshold=0.3)) == \
+        reasons(near_duplicates(texts, 0.3, seed=0), ["too_short"])
+    assert apply_filters(texts, cfg) == reasons({5, 9, 13, 15, 17, 19, 23})
+    assert apply_filters(texts, cfg, seed=1) == reasons({1, 7, 9, 11})
+    other = FilterConfig(min_words=1, max_words=100, dedup_threshold=0.3, shingle_size=6, num_perm=64, bands=16)
+    assert apply_filters(texts, other, seed=3) == reasons(near_duplicates(texts, 0.3, 6, 64, 16, seed=3))
+
+
+def test_apply_filters_without_dedup_keeps_duplicates():
+    text = "one two three four five six seven"
+    cfg = FilterConfig(min_words=3, max_words=10, dedup_threshold=None)
+    assert apply_filters([text, text, "one", None], cfg) == [None, None, "too_short", "empty"]
+    assert apply_filters([text, text, "one", None], FilterConfig(min_words=3, max_words=10)) == \
+        [None, "near_duplicate", "too_short", "empty"]
+
+
+def test_count_reasons_counts_rejections_sorted_by_reason():
+    from midtrain.generation.filters import count_reasons
+
+    counts = count_reasons([None, "too_short", "near_duplicate", None, "too_short", "empty", "too_short"])
+    assert counts == {"empty": 1, "near_duplicate": 1, "too_short": 3}
+    assert list(counts) == ["empty", "near_duplicate", "too_short"]
+    assert count_reasons([None, None]) == {} and count_reasons(iter(["x"])) == {"x": 1}
+
+
+def test_match_compare_type_mix_distance_and_ks_statistic():
+    from midtrain.generation.match import MatchProfile, ks_distance
+
+    ref = MatchProfile("ref", ["a", "a", "b"], [1, 2, 3], [3, 5, 8])
+    # reference a 2/3, b 1/3; control a 1/3, c 2/3 -> TV = (1/3 + 1/3 + 2/3) / 2
+    out = ref.compare([2, 5, 9, 11, 4, 6, 7], {"a": 1, "c": 2})
+    assert out["doc_type_tv_distance"] == 0.6667
+    assert out["ks_tokens"] == {"statistic": 0.2857, "pvalue": pytest.approx(0.9833333333333332)}
+    assert out["reference"] == "ref" and out["reference_tokens"] == {
+        "n": 3, "mean": 5.33, "std": 2.05, "min": 3, "p10": 3.4, "median": 5.0, "p90": 7.4, "max": 8, "total": 16}
+    # a one-document control of a type the reference holds a third of
+    one = ref.compare([3], {"a": 1})
+    assert one["doc_type_tv_distance"] == 0.3333 and one["ks_tokens"]["statistic"] == 0.6667
+    assert ref.compare([3], {"b": 1})["doc_type_tv_distance"] == 0.6667
+    assert ref.compare([3, 5, 8], {"b": 1, "a": 2})["doc_type_tv_distance"] == 0.0
+    assert MatchProfile("r", ["a"], [1], [3]).compare([3], {"a": 1})["doc_type_tv_distance"] == 0.0
+    assert ks_distance([1, 2, 3], [1, 2, 3, 4, 5, 6, 7])["statistic"] == 0.5714
