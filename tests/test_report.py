@@ -250,3 +250,319 @@ def test_condition_order_lists_known_conditions_first_then_others_by_name():
         "treatment", "control", "instruct_baseline", "base", "alpha", "zeta"]
     assert condition_order(["control", "treatment"]) == ["treatment", "control"]
     assert condition_order([]) == []
+
+
+# Collecting runs, row by row -------------------------------------------------------------------
+from midtrain import report as rp  # noqa: E402
+
+
+def _attempt(commit: str, torch: str) -> dict:
+    return {"code": {"commit": commit, "dirty": False}, "versions": {"python": "3.12.1", "torch": torch}}
+
+
+def test_run_row_holds_identity_score_curve_dimensions_grades_and_provenance():
+    metrics = {
+        "run_id": "r1", "condition": "treatment", "corpus": "c-t", "num_docs": 100, "instruct_samples": 40,
+        "seed": 3, "model": "m", "cell_hash": "abcd", "settings": {"seed": 3, "optim.lr": 0.001},
+        "train": {"instruct": {"global_steps": 20, "probe_curve": [{"step": 0, "margin": 0.1},
+                                                                    {"step": 10, "margin": 0.3},
+                                                                    {"step": 20, "margin": 0.2}]}},
+        "eval": {"anima": {"overall_mean": 0.55, "complete": False,
+                           "by_dimension": {"harm": 0.4, "care": 0.7, "note": "n/a", "bad": float("nan")},
+                           "grades_by_dimension": {"harm": {"attempted": 10.0, "unparseable": 2},
+                                                   "care": {"attempted": 10, "unparseable": None},
+                                                   "note": "x"}}},
+        "provenance": {"attempts": [_attempt("a" * 40, "2.1")]},
+    }
+    row = rp._run_row(metrics, "src/metrics.json", "sw", "eval.anima.overall_mean", "eval.anima.by_dimension")
+    assert row == {
+        "condition": "treatment", "corpus": "c-t", "num_docs": 100, "instruct_samples": 40, "seed": 3,
+        "model": "m", "preserve": "none", "run_id": "r1", "sweep": "sw", "source": "src/metrics.json",
+        "score": 0.55, "cell_hash": "abcd", "settings": {"seed": 3, "optim.lr": 0.001},
+        "curve": [(0.0, 0.1), (20.0, 0.3), (40.0, 0.2)],
+        "dimensions": {"harm": 0.4, "care": 0.7},
+        "provenance": rp.run_provenance(metrics),
+        "dimension_grades": {"harm": (10, 2)},
+        "complete": False,
+    }
+    assert row["provenance"]["code"] == ["a" * 12] and row["provenance"]["torch"] == ["2.1"]
+    assert isinstance(row["dimension_grades"]["harm"][0], int)
+    assert row["settings"] is not metrics["settings"]  # a copy: identity_columns writes into rows, not runs
+
+
+def test_run_row_of_a_bare_run_has_empty_parts_and_keeps_its_preservation_strategy():
+    metrics = {"run_id": "r2", "preserve": "replay", "instruct_samples": 8, "settings": ["not", "a", "mapping"],
+               "train": {"instruct": {"global_steps": 0, "probe_curve": [{"step": 1, "margin": 0.5}]}},
+               "eval": {"anima": {"overall_mean": 0.5, "by_dimension": ["x"], "grades_by_dimension": ["x"]}}}
+    row = rp._run_row(metrics, "s", "sw", "eval.anima.overall_mean", "eval.anima.by_dimension")
+    assert row["preserve"] == "replay" and row["seed"] is None and row["cell_hash"] is None
+    assert (row["settings"], row["curve"], row["dimensions"], row["dimension_grades"]) == ({}, [], {}, {})
+    assert row["provenance"] == {} and row["complete"] is None
+    # No steps, or no instruction sample count, to place the curve: no curve rather than a wrong one.
+    for instruct in ({"global_steps": "20"}, {"global_steps": 20, "probe_curve": {"step": 1}}):
+        m = {**metrics, "train": {"instruct": {"probe_curve": [{"step": 1, "margin": 0.5}], **instruct}}}
+        assert rp._run_row(m, "s", "sw", "eval.anima.overall_mean", "eval.anima.by_dimension")["curve"] == []
+    m = {**metrics, "instruct_samples": None, "train": {"instruct": {"global_steps": 2, "probe_curve": [
+        {"step": 1, "margin": 0.5}]}}}
+    assert rp._run_row(m, "s", "sw", "eval.anima.overall_mean", "eval.anima.by_dimension")["curve"] == []
+    m = {**m, "instruct_samples": 8}
+    assert rp._run_row(m, "s", "sw", "eval.anima.overall_mean", "eval.anima.by_dimension")["curve"] == [(4.0, 0.5)]
+
+
+def test_run_row_with_a_top_level_dimensions_key_reads_no_grades():
+    metrics = {"run_id": "r", "dims": {"a": 1.0}, "grades_by_dimension": {"a": {"attempted": 4, "unparseable": 1}},
+               "complete": False, "score": 0.2}
+    row = rp._run_row(metrics, "s", "sw", "score", "dims")
+    assert row["dimensions"] == {"a": 1.0} and row["dimension_grades"] == {} and row["complete"] is None
+    assert row["score"] == 0.2
+
+
+def test_collect_runs_lists_every_unusable_run_and_keeps_the_rest(tmp_path):
+    sweep = tmp_path / "sw"
+    (sweep / "a-missing").mkdir(parents=True)
+    (sweep / "b-list").mkdir()
+    (sweep / "b-list" / "metrics.json").write_text("[1, 2]")
+    (sweep / "c-corrupt").mkdir()
+    (sweep / "c-corrupt" / "metrics.json").write_text("{")
+    RunDir(sweep / "d-running").write_metrics({"run_id": "the-real-id"})
+    RunDir(sweep / "e-running-unnamed").write_metrics({"seed": 1})
+    good = RunDir(sweep / "f-good")
+    good.write_metrics({"run_id": "f", "seed": 0})
+    good.mark_done()
+    (sweep / ".hidden").mkdir()
+    (sweep / "z-file.txt").write_text("not a run")
+    problems: list[dict] = []
+    runs = rp.collect_runs(sweep, problems=problems)
+    assert runs == [{"run_id": "f", "seed": 0, "_dir": str(sweep / "f-good")}]
+    assert [(p["sweep"], p["run_id"], p["path"]) for p in problems] == [
+        ("sw", name, str(sweep / d / "metrics.json")) for name, d in [
+            ("a-missing", "a-missing"), ("b-list", "b-list"), ("c-corrupt", "c-corrupt"),
+            ("the-real-id", "d-running"), ("e-running-unnamed", "e-running-unnamed")]]
+    reasons = [p["reason"] for p in problems]
+    assert reasons[0] == "no metrics.json (never started, still running, or failed)"
+    assert reasons[1] == "corrupt metrics.json: expected a JSON object, got list"
+    assert reasons[2].startswith("corrupt metrics.json: ") and str(sweep / "c-corrupt" / "metrics.json") in reasons[2]
+    assert reasons[3] == reasons[4] == "not DONE (still running, or failed before finishing)"
+    # Without require_done the unfinished runs are read too; without a problems list nothing is recorded.
+    assert [r["_dir"] for r in rp.collect_runs(sweep, require_done=False)] == [
+        str(sweep / d) for d in ("d-running", "e-running-unnamed", "f-good")]
+
+
+def test_collect_sweep_dir_rows_name_their_metrics_file_and_runs_without_a_score_are_problems(tmp_path):
+    sweep = tmp_path / "sw"
+    _write_run(sweep, "control", 10, 0, 0, 0.3)
+    unfinished = _write_run(sweep, "control", 10, 0, 1, 0.4, done=False)
+    no_score = RunDir(sweep / "control-x-s2")
+    no_score.write_metrics({"seed": 2, "eval": {"anima": {"overall_mean": "0.5"}}})
+    no_score.mark_done()
+    rows, problems = rp.collect_sweep_dir(sweep, "eval.anima.overall_mean", "eval.anima.by_dimension")
+    assert [(r["run_id"], r["source"], r["sweep"], r["score"]) for r in rows] == [
+        ("control-tiny-llama-n10-i0-s0", str(sweep / "control-tiny-llama-n10-i0-s0" / "metrics.json"), "sw", 0.3)]
+    assert problems == [
+        {"sweep": "sw", "run_id": "control-tiny-llama-n10-i0-s1", "path": str(unfinished / "metrics.json"),
+         "reason": "not DONE (still running, or failed before finishing)"},
+        {"sweep": "sw", "run_id": "control-x-s2", "path": str(sweep / "control-x-s2" / "metrics.json"),
+         "reason": "eval.anima.overall_mean absent or not a finite number ('0.5')"},
+    ]
+    rows, problems = rp.collect_sweep_dir(sweep, "eval.anima.overall_mean", "eval.anima.by_dimension",
+                                          require_done=False)
+    assert [r["seed"] for r in rows] == [0, 1] and len(problems) == 1
+
+
+class _WandbRun:
+    def __init__(self, name, state, summary, config=None):
+        self.name, self.state, self.summary, self.id, self.config = name, state, summary, f"id-{name}", config or {}
+
+
+class _WandbApi:
+    def __init__(self, runs_by_group, path):
+        self.runs_by_group, self.path, self.calls = runs_by_group, path, []
+
+    def runs(self, path, filters):
+        assert path == self.path
+        self.calls.append(filters["group"])
+        return self.runs_by_group[filters["group"]]
+
+
+def test_collect_wandb_takes_conditions_from_the_run_config_and_keeps_reading_after_skipped_runs():
+    config = {"condition": "control", "corpus": {"name": "c-ctl"}, "instruct": {"samples": 16}, "seed": 1,
+              "model": {"name": "tiny"}, "preserve": {"name": "replay"},
+              "provenance": {"attempts": 1, "attempt": {"1": _attempt("b" * 40, "2.2")}}}
+    api = _WandbApi({
+        "g1": [_WandbRun("midtrain", "finished", {"train/loss": 1.0}),
+               _WandbRun("crashed", "crashed", {"eval/anima/overall_mean": 0.1}),
+               _WandbRun("r1", "finished", {"eval/anima/overall_mean": 0.5, "num_docs": 64, "seed": 7,
+                                            "eval/anima/by_dimension/care": 0.25}, config)],
+        "g2": [_WandbRun("r2", "finished", {"eval/anima/overall_mean": 0.75})],
+    }, "proj")
+    rows, problems = collect_wandb(["g1", "g2"], "proj", None, "eval.anima.overall_mean", "eval.anima.by_dimension",
+                                   api=api)
+    assert api.calls == ["g1", "g2"]
+    assert problems == [{"sweep": "g1", "run_id": "crashed", "path": "wandb:proj/id-crashed",
+                         "reason": "W&B run state is crashed"}]
+    r1, r2 = rows
+    assert {k: r1[k] for k in ("condition", "corpus", "num_docs", "instruct_samples", "seed", "model", "preserve",
+                               "run_id", "sweep", "source", "score", "dimensions")} == {
+        "condition": "control", "corpus": "c-ctl", "num_docs": 64, "instruct_samples": 16, "seed": 7,
+        "model": "tiny", "preserve": "replay", "run_id": "r1", "sweep": "g1", "source": "wandb:proj/id-r1",
+        "score": 0.5, "dimensions": {"care": 0.25}}  # the summary wins over the config where both have a key
+    assert r1["provenance"]["code"] == ["b" * 12] and r1["provenance"]["torch"] == ["2.2"]
+    assert (r2["run_id"], r2["sweep"], r2["source"], r2["preserve"], r2["condition"]) == (
+        "r2", "g2", "wandb:proj/id-r2", "none", None)
+    assert r2["provenance"] == {}
+
+
+def test_collect_wandb_without_an_api_opens_the_public_api(monkeypatch):
+    import sys
+    import types
+
+    api = _WandbApi({"g": [_WandbRun("r", "finished", {"eval/anima/overall_mean": 0.5})]}, "team/proj")
+    monkeypatch.setitem(sys.modules, "wandb", types.SimpleNamespace(Api=lambda: api))
+    rows, problems = collect_wandb(["g"], "proj", "team", "eval.anima.overall_mean", "eval.anima.by_dimension")
+    assert [(r["run_id"], r["source"]) for r in rows] == [("r", "wandb:team/proj/id-r")] and problems == []
+
+
+# Aggregation -------------------------------------------------------------------------------------
+def _row(condition="treatment", num_docs=100, seed=0, score=0.5, sweep="sw", **extra) -> dict:
+    row = {"condition": condition, "num_docs": num_docs, "seed": seed, "score": score, "sweep": sweep,
+           "run_id": f"{condition}-n{num_docs}-s{seed}", "dimensions": {}, "provenance": {}}
+    row.update(extra)
+    return row
+
+
+def test_aggregate_orders_cells_and_seeds_sums_grades_and_lists_missing_seeds():
+    rows = [
+        _row("treatment", 1000, 1, 0.7, dimensions={"b": 0.2, "a": 0.4}, dimension_grades={"a": (10, 1), "b": (0, 0)},
+             complete=False),
+        _row("treatment", 1000, 0, 0.5, dimensions={"a": 0.6}, dimension_grades={"a": (30, 3)}, complete=None),
+        _row("treatment", 500, 2, 0.9),
+        _row("control", 1000, 0, 0.1, sweep="other"),
+        _row("control", "all", 0, 0.2),
+    ]
+    summary, missing = aggregate(rows, ["condition", "num_docs"])
+    assert [(s["condition"], s["num_docs"]) for s in summary] == [
+        ("control", 1000), ("control", "all"), ("treatment", 500), ("treatment", 1000)]
+    t = summary[3]
+    assert {k: t[k] for k in ("n", "seeds", "incomplete", "provenance_differs")} == {
+        "n": 2, "seeds": [0, 1], "incomplete": ["treatment-n1000-s1"], "provenance_differs": {}}
+    assert t["mean"] == pytest.approx(0.6) and t["stderr"] == pytest.approx(0.1)
+    assert list(t["dimensions"]) == ["a", "b"]
+    assert t["dimensions"]["a"] == pytest.approx(0.5) and t["dimensions"]["b"] == pytest.approx(0.2)
+    assert t["unparseable_share"] == {"a": pytest.approx(4 / 40)}  # b had no grades: no share, not 0/0
+    assert summary[0] == {"condition": "control", "num_docs": 1000, "n": 1, "seeds": [0], "mean": 0.1,
+                          "stderr": None, "dimensions": {}, "provenance_differs": {}, "unparseable_share": {},
+                          "incomplete": []}
+    # Sweep "sw" ran seeds 0, 1 and 2: every cell of it is expected to have all three.
+    assert missing == [
+        {"condition": "control", "num_docs": "all", "seed": 1}, {"condition": "control", "num_docs": "all", "seed": 2},
+        {"condition": "treatment", "num_docs": 500, "seed": 0}, {"condition": "treatment", "num_docs": 500, "seed": 1},
+        {"condition": "treatment", "num_docs": 1000, "seed": 2}]
+
+
+def test_aggregate_flags_cells_whose_runs_differ_in_code_and_groups_by_list_values():
+    rows = [_row(seed=0, provenance={"code": ["aaa"], "torch": ["2.1"]}, tags=["x", "y"]),
+            _row(seed=1, provenance={"code": ["bbb"], "torch": ["2.1"]}, tags=["x", "y"]),
+            _row(seed=0, tags=["z"])]
+    summary, missing = aggregate(rows, ["condition", "tags"])
+    assert [(s["tags"], s["n"]) for s in summary] == [("['x', 'y']", 2), ("['z']", 1)]
+    assert summary[0]["provenance_differs"] == {"code": ["aaa", "bbb"]}
+    assert missing == [{"condition": "treatment", "tags": "['z']", "seed": 1}]
+
+
+def test_sort_key_puts_numbers_in_numeric_order_before_everything_else():
+    assert sorted([10, "b", 2.5, None, "a", 1], key=rp._sort_key) == [1, 2.5, 10, None, "a", "b"]
+    assert rp._sort_key(3) == (0, 3, "") and rp._sort_key("x") == (1, 0, "x")
+    assert rp._hashable([1]) == "[1]" and rp._hashable({"a": 1}) == "{'a': 1}" and rp._hashable((1,)) == (1,)
+
+
+def test_identity_columns_adds_settings_that_vary_inside_a_cell_and_config_only_where_hashes_still_differ():
+    rows = [_row(seed=0, cell_hash="h1", settings={"seed": 0, "optim.lr": 0.1, "model.size": "s", "tags": [1]}),
+            _row(seed=0, cell_hash="h2", settings={"seed": 0, "model.size": "s", "tags": [2]}),
+            _row(seed=1, cell_hash="h2", settings={"seed": 1, "model.size": "s", "tags": [2]}),
+            # differs from the cell above only in num_docs, a group_by key: not a column
+            _row(num_docs=200, seed=0, cell_hash="h3", settings={"seed": 0, "num_docs": 200})]
+    cols = rp.identity_columns(rows, ["condition", "num_docs"])
+    assert cols == ["optim.lr", "tags"]
+    assert [(r["optim.lr"], r["tags"], r["config"]) for r in rows] == [
+        (0.1, [1], "h1"), ("(default)", [2], "h2"), ("(default)", [2], "h2"), ("(default)", "(default)", "h3")]
+    assert "model.size" not in rows[0] and "seed" not in cols
+    # Equal settings, different hashes (e.g. an edited corpus file): the hash becomes a column.
+    rows = [_row(seed=0, cell_hash="h1", settings={"seed": 0}), _row(seed=1, cell_hash="h1", settings={"seed": 1}),
+            _row(seed=0, cell_hash="h2"), _row(num_docs=9, cell_hash="h9")]
+    assert rp.identity_columns(rows, ["condition", "num_docs"]) == ["config"]
+    rows = [_row(seed=0, cell_hash="h1"), _row(seed=1, cell_hash="h1"), _row(num_docs=9, cell_hash="h9")]
+    assert rp.identity_columns(rows, ["condition", "num_docs"]) == []
+    assert [r["config"] for r in rows] == ["h1", "h1", "h9"]
+
+
+# Tables ------------------------------------------------------------------------------------------
+_SUMMARY = [
+    {"model": "m", "condition": "control", "n": 2, "seeds": [0, 1], "mean": 0.25, "stderr": 0.0001,
+     "dimensions": {"care": 0.5}, "provenance_differs": {"code": ["aaa", None], "torch": ["2.1", "2.2"]},
+     "unparseable_share": {"care": 0.125}, "incomplete": []},
+    {"model": "m", "condition": "treatment", "n": 1, "seeds": [3], "mean": 0.5, "stderr": None,
+     "dimensions": {"care": 0.75, "harm": 0.0}, "provenance_differs": {}, "unparseable_share": {},
+     "incomplete": ["t-s3"]},
+]
+
+
+def test_summary_csv_has_one_row_per_cell_with_dimensions_shares_and_differing_versions():
+    assert rp.summary_csv(_SUMMARY, ["model", "condition"]) == (
+        "model,condition,n,seeds,mean,stderr,incomplete_runs,dim:care,dim:harm,unparseable:care,unparseable:harm,"
+        "provenance_differs\n"
+        "m,control,2,0 1,0.250000,0.000100,0,0.500000,,0.125000,,code: aaa | unrecorded; torch: 2.1 | 2.2\n"
+        "m,treatment,1,3,0.500000,,1,0.750000,0.000000,,,\n")
+    assert rp.summary_csv([], ["model"]) == "model,n,seeds,mean,stderr,incomplete_runs,provenance_differs\n"
+
+
+def test_fmt_stderr_and_fmt():
+    assert [rp.fmt_stderr(x) for x in (0, 0.0, 0.0123456, 0.0005, 0.00049, 0.0000123)] == [
+        "0", "0", "0.012", "0.001", "0.00049", "1.2e-05"]
+    assert (rp._fmt(None), rp._fmt(0.12345), rp._fmt(0.5, 1), rp._fmt(0.0)) == ("", "0.123", "0.5", "0.000")
+    assert rp._csv(["a", "b"], [[1, "x,y"], [None, 2]]) == 'a,b\n1,"x,y"\n,2\n'
+    assert rp._differs({"provenance_differs": {"code": ["a", None]}}) == "code: a | unrecorded"
+    assert rp._differs({}) == "" and rp._differs({"provenance_differs": None}) == ""
+
+
+def test_summary_markdown_lists_cells_dimensions_versions_and_every_problem():
+    runs = [{"provenance": {"code": ["aaa"], "python": ["3.12"], "torch": ["2.1"]}}, {"provenance": {}}]
+    problems = [{"path": "p/metrics.json", "sweep": "sw", "run_id": "r", "reason": "why"}]
+    md = rp.summary_markdown(_SUMMARY, ["model", "condition"], "eval.x", problems,
+                             [{"model": "m", "condition": "control", "seed": 2}], runs)
+    lines = md.splitlines()
+    versions = next(i for i, line in enumerate(lines) if line.startswith("|  | code | python | torch |"))
+    header, rule, all_runs = lines[versions:versions + 3]
+    # every version cell lines up under its column: the " | " between values of one cell is escaped
+    assert header.count(" | ") == all_runs.replace("\\|", "").count(" | ")
+    assert all_runs.startswith("| all runs | aaa \\| unrecorded | 3.12 \\| unrecorded | 2.1 \\| unrecorded | ")
+    assert rule == "|" + "---|" * (len(rp.PROVENANCE_KEYS) + 1)
+    assert md == "\n".join([
+        "# Sweep report: `eval.x`", "", "Mean ± standard error over seeds (n = seeds aggregated).", "",
+        "| model | condition | n | mean ± se | provenance |", "|---|---|---|---|---|",
+        "| m | control | 2 | 0.250 ± 0.0001 | **differs: code, torch** |",
+        "| m | treatment | 1 | 0.500 |  |", "", "## Per-dimension means", "",
+        "Mean over seeds; (u x%) = share of that dimension's grades that were unparseable, over the cell's runs. "
+        "A cell with a run whose graded result is incomplete (complete: false) is flagged.", "",
+        "| model | condition | care | harm | flag |", "|---|---|---|---|---|",
+        "| m | control | 0.500 (u 12%) |  |  |", "| m | treatment | 0.750 | 0.000 | incomplete: 1 of 1 runs |",
+        "", "## Code and library versions", "",
+        "Cells whose runs were produced by different code or library versions (their means compare different "
+        "programs):", "",
+        "- model=m, condition=control: code: aaa | unrecorded; torch: 2.1 | 2.2", "",
+        header, rule, all_runs, "", "Per-run versions are in `runs.csv`.", "", "## Missing or failed runs", "",
+        "- `p/metrics.json` (sw/r): why", "- model=m, condition=control: seed 2 has no result",
+        "- model=m, condition=treatment: run t-s3 is aggregated, but its graded result is incomplete "
+        "(complete: false)", ""])
+
+
+def test_summary_markdown_of_nothing_says_so():
+    assert rp.summary_markdown([], ["model"], "eval.x", [], [], None) == "\n".join([
+        "# Sweep report: `eval.x`", "", "Mean ± standard error over seeds (n = seeds aggregated).", "",
+        "| model | n | mean ± se | provenance |", "|---|---|---|---|", "", "## Code and library versions", "",
+        "No run recorded its code and library versions.", "", "## Missing or failed runs", "",
+        "None: every run of every cell finished and was aggregated.", ""])
+    # One problem alone is enough to drop the "None" line; so is one missing seed, or one incomplete run.
+    s = {**_SUMMARY[1], "dimensions": {}}
+    for args in (([], [{"p": 1, "path": "x", "sweep": "s", "run_id": "r", "reason": "y"}], []),
+                 ([], [], [{"model": "m", "condition": "c", "seed": 1}]), ([s], [], [])):
+        assert "None: every run" not in rp.summary_markdown(args[0], ["model", "condition"], "e", args[1], args[2])

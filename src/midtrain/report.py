@@ -303,7 +303,7 @@ def _provenance_markdown(summary: list[dict], group_by: list[str], runs: list[di
         return lines
     lines += ["| " + " | ".join(["", *PROVENANCE_KEYS]) + " |", "|" + "---|" * (len(PROVENANCE_KEYS) + 1),
               "| all runs | " + " | ".join(format_values(sorted(values[k], key=lambda x: (x is None, str(x))))
-                                         for k in PROVENANCE_KEYS) + " |",
+                                         .replace("|", "\\|") for k in PROVENANCE_KEYS) + " |",  # one cell each
               "", "Per-run versions are in `runs.csv`."]
     return lines
 
