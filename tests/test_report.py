@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import csv
+import io
 import json
 import math
 from pathlib import Path
@@ -566,3 +567,206 @@ def test_summary_markdown_of_nothing_says_so():
     for args in (([], [{"p": 1, "path": "x", "sweep": "s", "run_id": "r", "reason": "y"}], []),
                  ([], [], [{"model": "m", "condition": "c", "seed": 1}]), ([s], [], [])):
         assert "None: every run" not in rp.summary_markdown(args[0], ["model", "condition"], "e", args[1], args[2])
+
+
+# Treatment minus control -------------------------------------------------------------------------
+def test_gaps_pair_by_seed_per_cell_and_list_unpaired_seeds():
+    rows = [_row("treatment", 1000, 0, 0.5), _row("treatment", 1000, 1, 0.75), _row("treatment", 1000, 2, 0.9),
+            _row("control", 1000, 0, 0.25), _row("control", 1000, 1, 0.25), _row("control", 1000, 3, 0.1),
+            _row("instruct_baseline", 1000, 0, 0.0), _row("treatment", 500, 0, 0.5), _row("control", 500, 0, 0.5),
+            _row("treatment", "x", 0, 0.5), _row("control", 10, 0, 0.5)]  # cells with one condition only
+    out = rp.gaps(rows, ["condition", "num_docs"])
+    assert [g["num_docs"] for g in out] == [500, 1000]
+    g5, g = out
+    assert g5 == {"num_docs": 500, "n": 1, "seeds": [0], "gap": 0.0, "stderr": None, "treatment": 0.5,
+                  "control": 0.5, "unpaired": []}
+    assert (g["n"], g["seeds"], g["unpaired"]) == (2, [0, 1], [2, 3])
+    assert g["gap"] == pytest.approx(0.375) and g["stderr"] == pytest.approx(0.125)
+    assert g["treatment"] == pytest.approx(0.625) and g["control"] == pytest.approx(0.25)
+    out = rp.gaps(rows, ["num_docs"], "treatment", "instruct_baseline")
+    assert [(g["num_docs"], g["gap"], g["treatment"], g["instruct_baseline"], g["unpaired"]) for g in out] == [
+        (1000, 0.5, 0.5, 0.0, [1, 2])]
+    assert rp.gaps([r for r in rows if r["condition"] != "control"], ["num_docs"]) == []
+
+
+def test_gaps_markdown_table():
+    rows = [{"num_docs": 500, "n": 2, "seeds": [0, 1], "gap": 0.375, "stderr": 0.125, "treatment": 0.625,
+             "control": 0.25, "unpaired": [2]},
+            {"num_docs": 1000, "n": 1, "seeds": [0], "gap": -0.1, "stderr": None, "treatment": 0.4,
+             "control": 0.5, "unpaired": []}]
+    assert rp.gaps_markdown(rows, "eval.x", "treatment", "control") == "\n".join([
+        "", "## treatment minus control", "", "`eval.x`, paired by seed: mean ± standard error of the per-seed "
+        "differences.", "", "| num_docs | n | treatment | control | gap ± se |", "|---|---|---|---|---|",
+        "| 500 | 2 | 0.6250 | 0.2500 | 0.3750 ± 0.1250 |", "| 1000 | 1 | 0.4000 | 0.5000 | -0.1000 |", ""])
+    assert rp.gaps_markdown([], "eval.x", "treatment", "control") == ""
+
+
+def test_curve_gaps_read_both_curves_at_the_first_seeds_points():
+    def curve(points):
+        return [(x, y) for x, y in points]
+    rows = [_row("treatment", 100, 0, 0.5, model="m", instruct_samples=40, preserve="none",
+                 curve=curve([(20.0, 0.3), (0.0, 0.1)])),  # unsorted: read in order of samples seen
+            _row("treatment", 100, 1, 0.5, model="m", instruct_samples=40, preserve="none",
+                 curve=curve([(0.0, 0.2), (40.0, 0.6)])),
+            _row("control", 100, 0, 0.5, model="m", instruct_samples=40, preserve="none",
+                 curve=curve([(0.0, 0.0), (40.0, 0.4)])),
+            _row("control", 100, 1, 0.5, model="m", instruct_samples=40, preserve="none",
+                 curve=curve([(0.0, 0.1), (10.0, 0.1)])),
+            _row("control", 100, 2, 0.5, model="m", instruct_samples=40, preserve="none", curve=[]),
+            _row("treatment", 100, 0, 0.5, model="m", instruct_samples=80, preserve="none", curve=[]),
+            _row("control", 100, 0, 0.5, model="m", instruct_samples=80, preserve="none", curve=[(0.0, 0.1)])]
+    out = rp.curve_gaps(rows)
+    assert len(out) == 1
+    c = out[0]
+    assert {k: c[k] for k in ("model", "num_docs", "instruct_samples", "preserve", "seeds")} == {
+        "model": "m", "num_docs": 100, "instruct_samples": 40, "preserve": "none", "seeds": [0, 1]}
+    # seed 0: 0.1-0.0, 0.3-0.2; seed 1 read at 0 and 20: 0.2-0.1, 0.4-0.1
+    assert [p["samples_seen"] for p in c["points"]] == [0.0, 20.0]
+    assert [p["gap"] for p in c["points"]] == pytest.approx([0.1, 0.2])
+    assert [p["stderr"] for p in c["points"]] == pytest.approx([0.0, 0.1])
+    assert rp.curve_gaps(rows, "treatment", "instruct_baseline") == []
+
+
+def test_paired_skips_rows_without_a_value_and_cells_without_a_shared_seed():
+    rows = [_row("a", 1, 0, 0.5), _row("b", 1, 0, None), _row("b", 1, 1, 0.2), _row("a", 2, 1, 0.1),
+            _row("b", 2, 1, 0.3), _row("c", 2, 1, 9.0)]
+    out = list(rp._paired(rows, ["num_docs"], "a", "b", lambda r: r["score"]))
+    assert out == [((2,), {1: 0.1}, {1: 0.3}, [1])]
+
+
+# The whole report, its files and its configuration ------------------------------------------------
+def _write_pair_sweep(sweep: Path) -> None:
+    """Treatment and control at two seeds, the treatment's seed 1 at another lr, with probe curves."""
+    for cond, seed, score, lr in [("treatment", 0, 0.5, None), ("treatment", 1, 0.75, 0.01),
+                                  ("control", 0, 0.25, None), ("control", 1, 0.5, None), ("control", 2, 0.0, None)]:
+        run_id = f"{cond}-s{seed}"
+        run = RunDir(sweep / run_id)
+        run.write_metrics({
+            "run_id": run_id, "condition": cond, "corpus": f"c-{cond}", "num_docs": 10, "instruct_samples": 4,
+            "seed": seed, "model": "m", "cell_hash": f"h-{cond}", "settings": {"seed": seed, **(
+                {"optim.lr": lr} if lr else {})},
+            "train": {"instruct": {"global_steps": 2, "probe_curve": [{"step": 0, "margin": score},
+                                                                      {"step": 2, "margin": 2 * score}]}},
+            "eval": {"anima": {"overall_mean": score, "by_dimension": {"care": score}}},
+            "provenance": {"attempts": [_attempt("c" * 40, "2.1")]}})
+        run.mark_done()
+
+
+def test_report_writes_runs_problems_and_gaps_tables(tmp_path, monkeypatch):
+    sweep = tmp_path / "sw"
+    _write_pair_sweep(sweep)
+    RunDir(sweep / "late").write_metrics({"run_id": "late", "seed": 0})
+    calls = []
+    monkeypatch.setattr(rp.figures, "report_figures", lambda summary, out, cfg: calls.append(
+        ("report", len(summary), out)) or {"erosion": "e.png"})
+    monkeypatch.setattr(rp.figures, "gap_figures", lambda g, c, out, cfg: calls.append(
+        ("gap", len(g), len(c), out)) or {"gap_vs_instruct_samples": "g.png"})
+    out = tmp_path / "out"
+    result = report(_cfg([sweep], out, "group_by=[model,condition]"))
+    assert calls == [("report", 3, out), ("gap", 1, 1, out)]
+    assert [(s["condition"], s["optim.lr"], s["n"], s["legend_extra"]) for s in result["summary"]] == [
+        ("control", "(default)", 3, "optim.lr=(default)"), ("treatment", 0.01, 1, "optim.lr=0.01"),
+        ("treatment", "(default)", 1, "optim.lr=(default)")]  # numbers before names
+    assert result["files"] == {k: str(out / f) for k, f in [
+        ("summary_csv", "summary.csv"), ("summary_md", "summary.md"), ("runs_csv", "runs.csv"),
+        ("problems_csv", "problems.csv"), ("report_json", "report.json"), ("gaps_csv", "gaps.csv")]} | {
+        "erosion": "e.png", "gap_vs_instruct_samples": "g.png"}
+    # The gap pairs treatment and control across their lr column (it is not a condition): seed 0 only has
+    # the default lr on both sides, seed 1 pairs the treatment at lr 0.01 with nothing (its cell differs).
+    assert [(g["optim.lr"], g["seeds"], g["unpaired"]) for g in result["gaps"]] == [("(default)", [0], [1, 2])]
+    assert (out / "gaps.csv").read_text() == (
+        "model,optim.lr,n,seeds,treatment,control,gap,stderr\nm,(default),1,0,0.500000,0.250000,0.250000,\n")
+    runs_csv = (out / "runs.csv").read_text().splitlines()
+    assert runs_csv[0] == ",".join(["sweep", "run_id", "condition", "corpus", "num_docs", "instruct_samples", "seed",
+                                    "model", "preserve", "score", "source", *rp.PROVENANCE_KEYS])
+    assert runs_csv[1] == ",".join(["sw", "control-s0", "control", "c-control", "10", "4", "0", "m", "none", "0.25",
+                                    str(sweep / "control-s0" / "metrics.json"), "c" * 12, "3.12.1", "2.1"]
+                                   + ["unrecorded"] * (len(rp.PROVENANCE_KEYS) - 3))
+    assert len(runs_csv) == 6
+    assert list(csv.reader(io.StringIO((out / "problems.csv").read_text()))) == [
+        ["sweep", "run_id", "path", "reason"],
+        ["sw", "late", str(sweep / "late" / "metrics.json"), "not DONE (still running, or failed before finishing)"],
+        ["", "", "", "missing seed 0 for model=m, condition=treatment, optim.lr=0.01"],
+        ["", "", "", "missing seed 2 for model=m, condition=treatment, optim.lr=0.01"],
+        ["", "", "", "missing seed 1 for model=m, condition=treatment, optim.lr=(default)"],
+        ["", "", "", "missing seed 2 for model=m, condition=treatment, optim.lr=(default)"]]
+    assert [p["run_id"] for p in result["problems"]] == ["late"] and len(result["missing"]) == 4
+    saved = json.loads((out / "report.json").read_text())
+    assert saved["files"] == result["files"] and len(saved["runs"]) == 5 and saved["gaps"][0]["seeds"] == [0]
+    assert [c["seeds"] for c in saved["curve_gaps"]] == [[0, 1]]  # the probe curve pairs by model, docs, samples, strategy
+    md = (out / "summary.md").read_text()
+    assert "| model | condition | optim.lr | n | mean ± se | provenance |" in md
+    assert "## treatment minus control" in md and "| m | (default) | 1 | 0.5000 | 0.2500 | 0.2500 |" in md
+    assert "## Differences between conditions" in md
+
+
+def test_report_reads_wandb_groups_and_takes_the_gap_from_the_config(tmp_path, monkeypatch):
+    seen = []
+
+    def fake_wandb(groups, project, entity, metric, dimensions):
+        seen.append((list(groups), project, entity, metric, dimensions))
+        base = {"model": "m", "corpus": "c", "num_docs": 1, "instruct_samples": 0, "preserve": "none",
+                "dimensions": {}, "provenance": {}, "settings": {}, "cell_hash": None, "curve": [], "source": "w"}
+        return ([{**base, "condition": c, "seed": 0, "score": s, "sweep": "g", "run_id": c}
+                 for c, s in (("treatment", 0.5), ("control", 0.25))],
+                [{"sweep": "g", "run_id": "x", "path": "wandb:p/x", "reason": "W&B run state is failed"}])
+
+    monkeypatch.setattr(rp, "collect_wandb", fake_wandb)
+    out = tmp_path / "out"
+    result = report(_cfg([], out, "wandb.groups=[g]", "wandb.entity=team", "plots.enabled=false",
+                         "gap.minuend=control", "gap.subtrahend=treatment", "metric=eval.m", "dimensions=eval.d"))
+    assert seen == [(["g"], "alignment-midtraining", "team", "eval.m", "eval.d")]
+    assert [p["run_id"] for p in result["problems"]] == ["x"] and len(result["runs"]) == 2
+    assert [(g["gap"], g["control"], g["treatment"]) for g in result["gaps"]] == [(-0.25, 0.25, 0.5)]
+    assert "## control minus treatment" in (out / "summary.md").read_text()
+    assert (out / "gaps.csv").read_text().splitlines()[0] == "model,num_docs,instruct_samples,preserve,n,seeds," \
+                                                              "control,treatment,gap,stderr"
+    assert "gap_vs_instruct_samples" not in result["files"]
+
+
+def test_report_without_pairs_writes_no_gaps_table_and_no_plots_when_disabled(tmp_path, monkeypatch):
+    sweep = tmp_path / "sw"
+    _write_run(sweep, "treatment", 10, 0, 0, 0.5)
+    monkeypatch.setattr(rp.figures, "report_figures", lambda *a: pytest.fail("plots are disabled"))
+    result = report(_cfg([sweep], tmp_path / "out", "plots.enabled=false"))
+    assert "gaps_csv" not in result["files"] and not (tmp_path / "out" / "gaps.csv").exists()
+    assert result["gaps"] == [] and result["curve_gaps"] == []
+    assert set(result["files"]) == {"summary_csv", "summary_md", "runs_csv", "problems_csv", "report_json"}
+    assert result["summary"][0]["legend_extra"] == ""
+
+
+def test_report_with_nothing_collected_plots_nothing(tmp_path, monkeypatch):
+    sweep = tmp_path / "empty"
+    sweep.mkdir()
+    monkeypatch.setattr(rp.figures, "report_figures", lambda *a: pytest.fail("no summary to plot"))
+    monkeypatch.setattr(rp.figures, "gap_figures", lambda *a: pytest.fail("no gap to plot"))
+    result = report(_cfg([sweep], tmp_path / "out"))
+    assert result["summary"] == [] and result["runs"] == []
+    assert (tmp_path / "out" / "problems.csv").read_text() == "sweep,run_id,path,reason\n"
+
+
+def test_validate_names_what_is_wrong_before_reading_anything(tmp_path, monkeypatch):
+    sweep = tmp_path / "sw"
+    sweep.mkdir()
+    with initialize_config_dir(config_dir=str(CONF_DIR), version_base="1.3"):
+        cfg = compose("report", overrides=["sweep_dirs=[]", "out_dir=x"])
+    cfg.out_dir = "~/rep"
+    monkeypatch.setenv("HOME", str(tmp_path))
+    with pytest.raises(ValueError, match=r"^sweep_dirs: give at least one sweep directory \(or wandb.groups\)$"):
+        rp._validate(cfg)
+    cfg.sweep_dirs = str(sweep)  # a single directory as a string
+    assert rp._validate(cfg) == ([sweep], tmp_path / "rep")
+    cfg.sweep_dirs = ["~/sw"]
+    assert rp._validate(cfg) == ([sweep], tmp_path / "rep")
+    cfg.sweep_dirs = [str(sweep), str(tmp_path / "nope")]
+    with pytest.raises(FileNotFoundError, match=r"^sweep_dirs: .*nope is not a directory$"):
+        rp._validate(cfg)
+    cfg.sweep_dirs = []
+    cfg.wandb.groups = ["g"]
+    assert rp._validate(cfg) == ([], tmp_path / "rep")
+    cfg.group_by = ["model", "bogus", "seed"]
+    with pytest.raises(ValueError, match=r"^group_by: unknown key\(s\) \['bogus'\]; choose from \['condition', "):
+        rp._validate(cfg)
+    cfg.group_by = ["model", "seed"]
+    with pytest.raises(ValueError, match=r"^group_by: 'seed' cannot be a group key; seeds are what is averaged"):
+        rp._validate(cfg)
