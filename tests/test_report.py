@@ -308,11 +308,14 @@ def test_run_row_of_a_bare_run_has_empty_parts_and_keeps_its_preservation_strate
     assert rp._run_row(m, "s", "sw", "eval.anima.overall_mean", "eval.anima.by_dimension")["curve"] == []
     m = {**m, "instruct_samples": 8}
     assert rp._run_row(m, "s", "sw", "eval.anima.overall_mean", "eval.anima.by_dimension")["curve"] == [(4.0, 0.5)]
+    m = {**m, "train": {"instruct": {"global_steps": 1, "probe_curve": [{"step": 1, "margin": 0.5}]}}}
+    assert rp._run_row(m, "s", "sw", "eval.anima.overall_mean", "eval.anima.by_dimension")["curve"] == [(8.0, 0.5)]
 
 
 def test_run_row_with_a_top_level_dimensions_key_reads_no_grades():
     metrics = {"run_id": "r", "dims": {"a": 1.0}, "grades_by_dimension": {"a": {"attempted": 4, "unparseable": 1}},
-               "complete": False, "score": 0.2}
+               "complete": False, "score": 0.2,
+               "": {"grades_by_dimension": {"a": {"attempted": 4, "unparseable": 1}}, "complete": False}}
     row = rp._run_row(metrics, "s", "sw", "score", "dims")
     assert row["dimensions"] == {"a": 1.0} and row["dimension_grades"] == {} and row["complete"] is None
     assert row["score"] == 0.2
@@ -354,20 +357,25 @@ def test_collect_sweep_dir_rows_name_their_metrics_file_and_runs_without_a_score
     _write_run(sweep, "control", 10, 0, 0, 0.3)
     unfinished = _write_run(sweep, "control", 10, 0, 1, 0.4, done=False)
     no_score = RunDir(sweep / "control-x-s2")
-    no_score.write_metrics({"seed": 2, "eval": {"anima": {"overall_mean": "0.5"}}})
+    no_score.write_metrics({"run_id": "no-score", "seed": 2, "eval": {"anima": {"overall_mean": "0.5"}}})
     no_score.mark_done()
+    unnamed = RunDir(sweep / "control-y-s3")
+    unnamed.write_metrics({"seed": 3})
+    unnamed.mark_done()
     rows, problems = rp.collect_sweep_dir(sweep, "eval.anima.overall_mean", "eval.anima.by_dimension")
     assert [(r["run_id"], r["source"], r["sweep"], r["score"]) for r in rows] == [
         ("control-tiny-llama-n10-i0-s0", str(sweep / "control-tiny-llama-n10-i0-s0" / "metrics.json"), "sw", 0.3)]
     assert problems == [
         {"sweep": "sw", "run_id": "control-tiny-llama-n10-i0-s1", "path": str(unfinished / "metrics.json"),
          "reason": "not DONE (still running, or failed before finishing)"},
-        {"sweep": "sw", "run_id": "control-x-s2", "path": str(sweep / "control-x-s2" / "metrics.json"),
+        {"sweep": "sw", "run_id": "no-score", "path": str(sweep / "control-x-s2" / "metrics.json"),
          "reason": "eval.anima.overall_mean absent or not a finite number ('0.5')"},
+        {"sweep": "sw", "run_id": "control-y-s3", "path": str(sweep / "control-y-s3" / "metrics.json"),
+         "reason": "eval.anima.overall_mean absent or not a finite number (None)"},
     ]
     rows, problems = rp.collect_sweep_dir(sweep, "eval.anima.overall_mean", "eval.anima.by_dimension",
                                           require_done=False)
-    assert [r["seed"] for r in rows] == [0, 1] and len(problems) == 1
+    assert [r["seed"] for r in rows] == [0, 1] and len(problems) == 2
 
 
 class _WandbRun:
@@ -770,3 +778,22 @@ def test_validate_names_what_is_wrong_before_reading_anything(tmp_path, monkeypa
     cfg.group_by = ["model", "seed"]
     with pytest.raises(ValueError, match=r"^group_by: 'seed' cannot be a group key; seeds are what is averaged"):
         rp._validate(cfg)
+
+
+def test_seeds_of_mixed_types_sort_numbers_first_in_missing_gaps_and_pairs():
+    """A run without a seed (None, e.g. an old W&B run) sits after the numbered seeds, not a crash."""
+    rows = [_row("treatment", 1, 2, 0.5), _row("treatment", 1, None, 0.6), _row("treatment", 1, 10, 0.4),
+            _row("control", 1, 2, 0.1), _row("control", 1, None, 0.2), _row("control", 1, 3, 0.3),
+            _row("control", 2, 1, 0.3)]
+    summary, missing = aggregate(rows, ["condition", "num_docs"])
+    assert [s["seeds"] for s in summary] == [[2, 3, None], [1], [2, 10, None]]
+    assert [m["seed"] for m in missing] == [1, 10, 2, 3, 10, None, 1, 3]
+    (g,) = rp.gaps(rows, ["condition", "num_docs"])
+    assert (g["seeds"], g["unpaired"]) == ([2, None], [3, 10])
+    assert g["gap"] == pytest.approx(0.4)
+
+
+def test_identity_columns_treat_a_run_without_settings_as_using_the_preset():
+    rows = [_row(seed=0, cell_hash="h", settings={"optim.lr": 0.1}), _row(seed=1, cell_hash="h")]
+    assert rp.identity_columns(rows, ["condition"]) == ["optim.lr"]
+    assert [r["optim.lr"] for r in rows] == [0.1, "(default)"]
