@@ -522,11 +522,14 @@ def test_summary_csv_has_one_row_per_cell_with_dimensions_shares_and_differing_v
         "m,control,2,0 1,0.250000,0.000100,0,0.500000,,0.125000,,code: aaa | unrecorded; torch: 2.1 | 2.2\n"
         "m,treatment,1,3,0.500000,,1,0.750000,0.000000,,,\n")
     assert rp.summary_csv([], ["model"]) == "model,n,seeds,mean,stderr,incomplete_runs,provenance_differs\n"
+    # A summary cell from elsewhere without shares, incomplete runs or versions still writes a row.
+    bare = {"model": "m", "n": 1, "seeds": [0], "mean": 0.5, "stderr": None, "dimensions": {"care": 0.5}}
+    assert rp.summary_csv([bare], ["model"]).splitlines()[1] == "m,1,0,0.500000,,0,0.500000,,"
 
 
 def test_fmt_stderr_and_fmt():
-    assert [rp.fmt_stderr(x) for x in (0, 0.0, 0.0123456, 0.0005, 0.00049, 0.0000123)] == [
-        "0", "0", "0.012", "0.001", "0.00049", "1.2e-05"]
+    assert [rp.fmt_stderr(x) for x in (0, 0.0, 0.0123456, 0.0005, 0.00049, 0.0000123, 1.0)] == [
+        "0", "0", "0.012", "0.001", "0.00049", "1.2e-05", "1.000"]
     assert (rp._fmt(None), rp._fmt(0.12345), rp._fmt(0.5, 1), rp._fmt(0.0)) == ("", "0.123", "0.5", "0.000")
     assert rp._csv(["a", "b"], [[1, "x,y"], [None, 2]]) == 'a,b\n1,"x,y"\n,2\n'
     assert rp._differs({"provenance_differs": {"code": ["a", None]}}) == "code: a | unrecorded"
