@@ -787,12 +787,12 @@ def test_seeds_of_mixed_types_sort_numbers_first_in_missing_gaps_and_pairs():
     """A run without a seed (None, e.g. an old W&B run) sits after the numbered seeds, not a crash."""
     rows = [_row("treatment", 1, 2, 0.5), _row("treatment", 1, None, 0.6), _row("treatment", 1, 10, 0.4),
             _row("control", 1, 2, 0.1), _row("control", 1, None, 0.2), _row("control", 1, 3, 0.3),
-            _row("control", 2, 1, 0.3)]
+            _row("control", 2, 1, 0.3), _row("treatment", 1, "extra", 0.9)]
     summary, missing = aggregate(rows, ["condition", "num_docs"])
-    assert [s["seeds"] for s in summary] == [[2, 3, None], [1], [2, 10, None]]
-    assert [m["seed"] for m in missing] == [1, 10, 2, 3, 10, None, 1, 3]
+    assert [s["seeds"] for s in summary] == [[2, 3, None], [1], [2, 10, None, "extra"]]
+    assert [m["seed"] for m in missing] == [1, 10, "extra", 2, 3, 10, None, "extra", 1, 3]
     (g,) = rp.gaps(rows, ["condition", "num_docs"])
-    assert (g["seeds"], g["unpaired"]) == ([2, None], [3, 10])
+    assert (g["seeds"], g["unpaired"]) == ([2, None], [3, 10, "extra"])
     assert g["gap"] == pytest.approx(0.4)
 
 
@@ -810,3 +810,21 @@ def test_version_table_keeps_the_values_of_one_library_in_its_column():
     header, _, all_runs = lines[i:i + 3]
     assert header.count(" | ") == all_runs.replace("\\|", "").count(" | ")
     assert all_runs.startswith("| all runs | aaa | unrecorded | 2.1 \\| 2.2 | unrecorded | ")
+
+
+def test_summary_markdown_of_runs_that_recorded_no_versions_and_of_bare_cells():
+    bare = {"model": "m", "n": 1, "seeds": [0], "mean": 0.5, "stderr": None, "dimensions": {"care": 0.5}}
+    md = rp.summary_markdown([bare], ["model"], "eval.x", [], [], [{"provenance": {}}, {}])
+    assert "No run recorded its code and library versions." in md and "| all runs |" not in md
+    assert "| m | 0.500 |  |" in md  # no share, no incomplete flag
+    assert md.endswith("## Missing or failed runs\n\nNone: every run of every cell finished and was aggregated.\n")
+    md = rp.summary_markdown([bare], ["model"], "eval.x", [], [], [{"provenance": {"code": ["aaa"]}}])
+    assert "No run recorded" not in md and "| all runs | aaa | unrecorded |" in md
+
+
+def test_report_without_require_done_aggregates_unfinished_runs(tmp_path):
+    sweep = tmp_path / "sw"
+    _write_run(sweep, "treatment", 10, 0, 0, 0.5)
+    _write_run(sweep, "treatment", 10, 0, 1, 0.7, done=False)
+    result = report(_cfg([sweep], tmp_path / "out", "plots.enabled=false", "require_done=false"))
+    assert [s["n"] for s in result["summary"]] == [2] and result["problems"] == []
