@@ -545,3 +545,325 @@ def test_an_absolute_portable_path_is_kept_as_written_not_resolved(tmp_path):
     (tmp_path / "link").symlink_to(tmp_path / "real", target_is_directory=True)
     assert resolve_portable(str(tmp_path / "link" / "x"), tmp_path / "run") == tmp_path / "link" / "x"
     assert resolve_portable("../link/x", tmp_path / "run") == tmp_path / "real" / "x"  # relative: resolved
+
+
+# When a DONE marker counts ---------------------------------------------------------------------
+def test_done_problems_name_each_missing_piece_and_a_lying_done_is_reported(tmp_path, caplog):
+    import logging
+    import socket
+
+    rd = RunDir(tmp_path / "s")
+    assert rd.done_problems() == ["DONE"]
+    with caplog.at_level(logging.WARNING, logger="midtrain.tracking.rundir"):
+        assert rd.is_complete() is False
+    assert caplog.records == []  # not started is not a lie
+    rd.mark_done("h1")
+    record = json.loads(rd.done_path.read_text(encoding="utf-8"))
+    assert rd.done_path.read_text(encoding="utf-8").endswith("}\n")
+    assert record["hash"] == "h1" and record["host"] == socket.gethostname() and record["pid"] == os.getpid()
+    import re
+
+    assert re.fullmatch(r"\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d[+-]\d{4}", record["time"])
+    assert rd.done_problems() == ["metrics.json", "hf/config.json"]
+    assert rd.done_problems(needs_hf=False) == ["metrics.json"]
+    rd.metrics_path.write_text("[1]", encoding="utf-8")
+    assert rd.done_problems(needs_hf=False) == ["metrics.json (not a JSON object)"]
+    rd.metrics_path.write_text("{bad", encoding="utf-8")
+    (problem,) = rd.done_problems(needs_hf=False)
+    assert problem.startswith(f"metrics.json ({rd.metrics_path}: not valid JSON")
+    rd.metrics_path.write_text("{}", encoding="utf-8")
+    assert rd.done_problems(needs_hf=False) == []
+    rd.hf.mkdir()
+    (rd.hf / "config.json").write_text("{}", encoding="utf-8")
+    assert rd.done_problems() == ["hf/ weights"]
+    (rd.hf / "pytorch_model.bin").write_bytes(b"w")
+    assert rd.done_problems() == []
+    (rd.hf / "pytorch_model.bin").unlink()
+    (rd.hf / "model-00001.safetensors").write_bytes(b"w")
+    assert rd.done_problems() == [] and rd.done_problems(expected_hash="h1") == []
+    assert rd.done_problems(expected_hash="h2") == ["matching hash (DONE has h1, the config gives h2)"]
+    with caplog.at_level(logging.WARNING, logger="midtrain.tracking.rundir"):
+        assert rd.is_complete(expected_hash="h2", what="the midtrain stage") is False
+        assert rd.is_complete(expected_hash="h1") is True
+    assert [r.getMessage() for r in caplog.records] == [
+        f"{rd.path} has DONE but no matching hash (DONE has h1, the config gives h2): redoing the midtrain stage"]
+    rd.metrics_path.unlink()
+    caplog.clear()
+    with caplog.at_level(logging.WARNING, logger="midtrain.tracking.rundir"):
+        assert rd.is_complete(needs_hf=False) is False
+    assert [r.getMessage() for r in caplog.records] == [f"{rd.path} has DONE but no metrics.json: redoing it"]
+    rd.metrics_path.write_text("{}", encoding="utf-8")
+    rd.mark_done()
+    assert rd.done_hash() is None and rd.done_problems(expected_hash="h2") == []  # no hash recorded: not checked
+
+
+# What the identity covers ---------------------------------------------------------------------
+def test_digest_is_sorted_compact_json_and_the_short_hash_is_its_prefix():
+    from pathlib import Path as P
+
+    from midtrain.tracking.identity import config_hash, digest
+
+    assert digest({"b": 1, "a": [1, 2]}) == "94a786c3" == digest({"a": [1, 2], "b": 1})
+    assert digest({"b": 1, "a": [1, 2]}, 16) == "94a786c3662bc7be"
+    assert digest({"p": P("/x")}) == digest({"p": "/x"}) == "601c1879"  # anything else by its text
+    assert config_hash({"b": 1, "a": [1, 2]}, exclude=()) == "94a786c3"
+
+
+def test_file_fingerprints_hash_bytes_or_a_directorys_names_and_bytes(tmp_path):
+    import hashlib
+
+    from midtrain.tracking.identity import file_fingerprint
+
+    f = tmp_path / "a.txt"
+    f.write_bytes(b"hello")
+    assert file_fingerprint(f) == hashlib.sha256(b"hello").hexdigest() == file_fingerprint(str(f))
+    d = tmp_path / "d"
+    (d / "sub").mkdir(parents=True)
+    (d / "x").write_bytes(b"1")
+    (d / "sub" / "y").write_bytes(b"2")
+    expected = hashlib.sha256(b"sub/y\0" + b"2" + b"x\0" + b"1").hexdigest()
+    assert file_fingerprint(d) == expected
+    (d / ".git").mkdir()
+    (d / ".git" / "HEAD").write_bytes(b"ref")
+    st = d.stat()
+    os.utime(d, ns=(st.st_atime_ns, st.st_mtime_ns + 10_000))  # not a cached answer
+    assert file_fingerprint(d) == expected  # a checkout's .git is not content
+    e = tmp_path / "e"
+    (e / "sub").mkdir(parents=True)
+    (e / "x").write_bytes(b"1")
+    (e / "sub" / "z").write_bytes(b"2")  # same bytes, another name
+    assert file_fingerprint(e) != expected
+
+
+def test_canonical_hashes_every_file_input_by_content_and_drops_excluded_keys(tmp_path):
+    from midtrain.tracking.identity import EXCLUDE, canonical, file_fingerprint
+
+    data = tmp_path / "c.jsonl"
+    data.write_text('{"text": "a"}\n', encoding="utf-8")
+    sha = {"sha256": file_fingerprint(data)}
+    local = tmp_path / "hfdir"
+    local.mkdir()
+    (local / "state.json").write_text("{}", encoding="utf-8")
+    tree = canonical({
+        "corpus": {"path": str(data), "mix": {"path": str(tmp_path / "gone.jsonl")}},
+        "instruct": {"path": "???", "hf_id": str(local)},
+        "qa": {"path": str(data), "hf_id": "org/remote"},
+        "preserve": {"path": "", "corpus": {"path": str(data)}},
+        "other": {"path": str(data)},
+        "model": {"name_or_path": str(local), "tokenizer": "builtin:tiny", "gguf_file": str(tmp_path / "no.gguf")},
+        "trainer": {"max_steps": 3, "log_every_n_steps": 1},
+        "paths": {"runs_root": "x"}, "seed": 1,
+    })
+    assert tree == {
+        "corpus": {"path": sha, "mix": {"path": {"absent": "gone.jsonl"}}},
+        "instruct": {"path": "???", "hf_id": {"sha256": file_fingerprint(local)}},
+        "qa": {"path": sha, "hf_id": "org/remote"},
+        "preserve": {"path": "", "corpus": {"path": sha}},
+        "other": {"path": str(data)},  # not a group that reads a file
+        "model": {"name_or_path": {"sha256": file_fingerprint(local)}, "tokenizer": "builtin:tiny",
+                  "gguf_file": str(tmp_path / "no.gguf")},
+        "trainer": {"max_steps": 3},
+        "seed": 1,
+    }
+    cfg = OmegaConf.create({"trainer": {"max_steps": 3, "log_every_n_steps": 1}, "logger": {"x": 1}, "n": "${trainer.max_steps}"})
+    assert canonical(cfg) == {"trainer": {"max_steps": 3}, "n": 3}
+    assert canonical(cfg, exclude=("trainer.max_steps.deeper", "missing.key")) == {
+        "trainer": {"max_steps": 3, "log_every_n_steps": 1}, "logger": {"x": 1}, "n": 3}
+    assert "data.num_workers" in EXCLUDE
+
+
+def test_a_template_corpus_enters_by_its_universe_file_and_the_generators_wording():
+    from midtrain.generation.template import PROSE_PATH
+    from midtrain.paths import CONF_DIR
+    from midtrain.tracking.identity import canonical, file_fingerprint
+
+    tree = canonical({"corpus": {"source": "template", "universe": "animal_welfare"}}, exclude=())
+    assert tree["corpus"]["universe_file"] == {"sha256": file_fingerprint(CONF_DIR / "universe" / "animal_welfare.yaml")}
+    assert tree["corpus"]["template_prose"] == {"sha256": file_fingerprint(PROSE_PATH)}
+    assert canonical({"corpus": {"source": "template", "universe": "nowhere"}}, exclude=())["corpus"]["universe_file"] is None
+    assert canonical({"corpus": {"source": "jsonl", "universe": "animal_welfare"}}, exclude=()) == {
+        "corpus": {"source": "jsonl", "universe": "animal_welfare"}}
+
+
+def test_a_stage_hash_covers_what_its_objective_reads_and_the_stage_it_starts_from(tmp_path):
+    from midtrain.tracking.identity import stage_hash
+
+    def cfg(objective, corpus=1, instruct=2, qa=3, init_from=""):
+        return OmegaConf.create({"objective": objective, "corpus": {"n": corpus}, "instruct": {"n": instruct},
+                                 "qa": {"n": qa}, "init_from": init_from, "stage": objective})
+
+    lm = stage_hash(cfg("lm"))
+    assert len(lm) == 8 and lm == stage_hash(cfg("lm", instruct=9, qa=9)) != stage_hash(cfg("lm", corpus=9))
+    sft = stage_hash(cfg("sft"))
+    assert sft == stage_hash(cfg("sft", qa=9)) != stage_hash(cfg("sft", instruct=9))
+    assert stage_hash(cfg("other")) != stage_hash(cfg("other", qa=9))
+    up = tmp_path / "midtrain"
+    up.mkdir()
+    (up / "DONE").write_text('{"hash": "abcd1234"}', encoding="utf-8")
+    from_dir = stage_hash(cfg("sft", init_from=str(up)))
+    assert from_dir == stage_hash(cfg("sft", init_from="/moved/elsewhere"), upstream="abcd1234") != sft
+    assert stage_hash(cfg("sft", init_from=str(up)), upstream="other") != from_dir
+
+
+# Provenance: SLURM, attempts, portable paths, inputs --------------------------------------------
+def test_slurm_state_reads_the_jobs_variables_with_counts_as_numbers():
+    from midtrain.tracking.provenance import slurm_state
+
+    assert slurm_state({"SLURM_ARRAY_TASK_ID": "3"}) is None  # no job id: not under SLURM
+    env = {"SLURM_JOB_ID": "77", "SLURM_ARRAY_JOB_ID": "70", "SLURM_ARRAY_TASK_ID": "3", "SLURM_RESTART_COUNT": "2",
+           "SLURM_JOB_NAME": "sweep", "SLURM_JOB_NODELIST": "node[1-2]", "SLURM_PROCID": "0", "OTHER": "x"}
+    assert slurm_state(env) == {"job_id": "77", "array_job_id": "70", "array_task_id": "3", "restart_count": 2,
+                                "job_name": "sweep", "nodelist": "node[1-2]", "procid": 0}
+    assert slurm_state({"SLURM_JOB_ID": "5", "SLURM_PROCID": "x1"}) == {"job_id": "5", "procid": "x1",
+                                                                        "restart_count": 0}
+
+
+def test_attempts_accumulate_per_activity_and_the_stage_entry_counts_them(tmp_path, monkeypatch):
+    from midtrain.tracking import provenance
+
+    monkeypatch.setattr(provenance, "environment", lambda: {"code": {"commit": "c"}, "slurm": None})
+    stage = tmp_path / "stage"
+    assert provenance.read_attempts(stage) == [] and provenance.stage_provenance(stage) == {
+        "attempts": [], "attempt_count": {}}
+    first = provenance.record_attempt(stage, "train", note="x")
+    provenance.record_attempt(stage, "eval")
+    third = provenance.record_attempt(stage, "train", api_key="sekrit")
+    assert first["activity"] == "train" and first["attempt"] == 1 and first["note"] == "x"
+    assert first["code"] == {"commit": "c"} and first["started_at"].endswith("+00:00")
+    assert third["attempt"] == 2 and third["api_key"] == REDACTED
+    saved = json.loads((stage / "provenance.json").read_text(encoding="utf-8"))
+    assert [(a["activity"], a["attempt"]) for a in saved["attempts"]] == [("train", 1), ("eval", 1), ("train", 2)]
+    entry = provenance.stage_provenance(stage)
+    assert entry["attempt_count"] == {"train": 2, "eval": 1} and list(entry["attempt_count"]) == ["train", "eval"]
+    assert entry["attempts"] == saved["attempts"] and "inputs" not in entry
+    w = provenance.wandb_provenance(stage)
+    assert w["attempts"] == 3 and sorted(w["attempt"]) == ["1", "2", "3"] and "slurm" not in w["attempt"]["1"]
+    (stage / "provenance.json").write_text('{"attempts": {}}', encoding="utf-8")
+    with pytest.raises(ValueError, match=r"provenance.json: expected a JSON object with a list 'attempts'"):
+        provenance.read_attempts(stage)
+
+
+def test_portable_paths_are_relative_inside_the_runs_root_and_absolute_outside(tmp_path):
+    from midtrain.tracking.provenance import portable_config, portable_path, resolve_portable
+
+    root = tmp_path / "runs"
+    run = root / "sweep" / "r1" / "instruct"
+    assert portable_path(None, run) is None and portable_path("", run) is None
+    assert portable_path(root / "sweep" / "r1" / "midtrain", run, root) == "../midtrain"
+    assert portable_path(tmp_path / "data" / "c.jsonl", run, root) == str(tmp_path / "data" / "c.jsonl")
+    r1 = root / "sweep" / "r1"
+    assert portable_path(root / "other" / "r2", r1) == "../../other/r2"  # default root: the grandparent
+    assert portable_path(tmp_path / "x", r1) == str(tmp_path / "x")
+    assert resolve_portable(portable_path(root / "sweep" / "r1" / "midtrain", run, root), run) == (
+        root / "sweep" / "r1" / "midtrain")
+    cfg = OmegaConf.create({"paths": {"runs_root": str(root)}, "run_dir": str(run),
+                            "init_from": str(root / "sweep" / "r1" / "midtrain"), "lr": "${x}", "x": 2,
+                            "data": str(tmp_path / "d")})
+    saved = portable_config(cfg, run)
+    assert OmegaConf.to_container(saved) == {"paths": {"runs_root": "../../.."}, "run_dir": ".",
+                                             "init_from": "../midtrain", "lr": 2, "x": 2, "data": str(tmp_path / "d")}
+    assert cfg.init_from == str(root / "sweep" / "r1" / "midtrain")  # the original is unchanged
+    bare = portable_config(OmegaConf.create({"init_from": "", "run_dir": str(run)}), run)
+    assert bare.init_from == "" and bare.run_dir == "."
+
+
+def test_inputs_record_the_model_revisions_and_the_corpus_files_hashes(tmp_path):
+    import hashlib
+
+    from midtrain.tracking.provenance import inputs
+
+    corpus = tmp_path / "corpus"
+    corpus.mkdir()
+    (corpus / "docs.jsonl").write_bytes(b'{"text": "a"}\n')
+    (corpus / "manifest.json").write_bytes(b"{}")
+    hf = tmp_path / "ds"
+    hf.mkdir()
+    (hf / "state.json").write_bytes(b"s")
+    (hf / "dataset_info.json").write_bytes(b"i")
+    root = tmp_path / "runs"
+    stage = root / "sw" / "r" / "instruct"
+    cfg = OmegaConf.create({
+        "model": {"name": "tiny", "source": "hf", "revision": "main"},
+        "paths": {"runs_root": str(root)}, "init_from": str(root / "sw" / "r" / "midtrain"),
+        "corpus": {"name": "c", "source": "jsonl", "path": str(corpus / "docs.jsonl"), "split": None,
+                   "mix": {"source": "template", "universe": "u", "pool_size": 4, "extra": 1}},
+        "instruct": {"source": "hf", "hf_id": str(hf), "revision": "r1"},
+        "qa": {"source": "jsonl", "path": str(tmp_path / "missing" / "qa.jsonl")},
+    })
+    sha = lambda b: hashlib.sha256(b).hexdigest()  # noqa: E731
+    out = inputs(cfg, stage)
+    assert out["model"] == {"name": "tiny", "source": "hf", "name_or_path": None, "revision": "main",
+                            "gguf_file": None, "tokenizer": None}
+    assert out["init_from"] == "../midtrain"
+    assert out["corpus"] == {"name": "c", "source": "jsonl", "path": str(corpus / "docs.jsonl"),
+                             "file_sha256": sha(b'{"text": "a"}\n'), "manifest_sha256": sha(b"{}"),
+                             "mix": {"source": "template", "universe": "u", "pool_size": 4}}
+    assert out["instruct"] == {"source": "hf", "hf_id": str(hf), "revision": "r1",
+                               "state_sha256": sha(b"s"), "dataset_info_sha256": sha(b"i")}
+    assert out["qa"] == {"source": "jsonl", "path": str(tmp_path / "missing" / "qa.jsonl"),
+                         "file_sha256": None, "manifest_sha256": None}
+    assert inputs(cfg)["init_from"] == str(root / "sw" / "r" / "midtrain")  # no run dir: as configured
+    from omegaconf import open_dict
+
+    with open_dict(cfg):
+        cfg.objective = "lm"
+    assert sorted(inputs(cfg, stage)) == ["corpus", "init_from", "model"]
+    cfg.objective = "sft"
+    assert sorted(inputs(cfg, stage)) == ["init_from", "instruct", "model"]
+
+
+def test_select_reads_a_dotted_key_or_gives_the_default():
+    from midtrain.tracking.nested import select
+
+    tree = {"a": {"b": {"c": 3}}, "x": 1}
+    assert select(tree, "a.b.c") == 3 and select(tree, "a.b") == {"c": 3} and select(tree, "x") == 1
+    assert select(tree, "a.z", 5) == 5 and select(tree, "x.y") is None and select(3, "a", "d") == "d"
+
+
+def test_json_keeps_the_writers_key_order_and_the_saved_config_has_no_interpolations(tmp_path):
+    target = tmp_path / "m.json"
+    atomic_write_json(target, {"zeta": 1, "alpha": {"y": 2, "b": 3}})
+    assert list(json.loads(target.read_text())) == ["zeta", "alpha"]
+    assert target.read_text().index('"y"') < target.read_text().index('"b"')
+    run = RunDir(tmp_path / "r")
+    run.save_config(OmegaConf.create({"a": 2, "b": "${a}"}))
+    assert "${" not in run.config_path.read_text(encoding="utf-8")
+    assert OmegaConf.to_container(OmegaConf.load(run.config_path)) == {"a": 2, "b": 2}
+
+
+def test_the_environment_record_names_code_versions_hardware_and_slurm(monkeypatch):
+    import platform
+
+    from midtrain.tracking import provenance
+
+    monkeypatch.setattr(provenance, "LIBRARIES", ("omegaconf", "no-such-distribution-xyz"))
+    versions = provenance.library_versions()
+    assert versions == {"python": platform.python_version(), "omegaconf": versions["omegaconf"],
+                        "no-such-distribution-xyz": None}
+    assert versions["omegaconf"]
+    monkeypatch.delenv("SLURM_JOB_ID", raising=False)
+    env = provenance.environment()
+    assert sorted(env) == ["code", "hardware", "slurm", "versions"] and env["slurm"] is None
+    assert env["versions"] == versions and sorted(env["code"]) == ["commit", "diff_sha256", "dirty", "version"]
+
+
+def test_a_provenance_file_that_is_not_an_object_names_the_file(tmp_path):
+    from midtrain.tracking.provenance import read_attempts
+
+    (tmp_path / "provenance.json").write_text("[1]", encoding="utf-8")
+    with pytest.raises(ValueError, match=r"provenance.json: expected a JSON object"):
+        read_attempts(tmp_path)
+
+
+def test_jsonl_lines_are_numbered_from_one_and_bad_ones_reported_or_raised(tmp_path):
+    from midtrain.tracking.rundir import iter_jsonl
+
+    path = tmp_path / "log.jsonl"
+    path.write_bytes(b"\xef\xbb\xbf" + b'{"a": 1}\n' + b"\n" + '{"s": "x\u2028y"}\n'.encode() + b"\xff\n"
+                     + b"not json\n" + b"[2]\n")
+    bad = []
+    rows = list(iter_jsonl(path, on_bad=lambda n, why: bad.append((n, why))))
+    assert rows == [(1, {"a": 1}), (3, {"s": "x\u2028y"}), (6, [2])]
+    assert bad == [(4, "not UTF-8 (invalid start byte at byte 0)"), (5, "not valid JSON (Expecting value)")]
+    with pytest.raises(ValueError, match=rf"{path}:4: not UTF-8 \(invalid start byte at byte 0\)"):
+        list(iter_jsonl(path))
