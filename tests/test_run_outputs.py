@@ -867,3 +867,24 @@ def test_jsonl_lines_are_numbered_from_one_and_bad_ones_reported_or_raised(tmp_p
     assert bad == [(4, "not UTF-8 (invalid start byte at byte 0)"), (5, "not valid JSON (Expecting value)")]
     with pytest.raises(ValueError, match=rf"{path}:4: not UTF-8 \(invalid start byte at byte 0\)"):
         list(iter_jsonl(path))
+
+
+def test_model_files_enter_by_content_and_builtin_or_package_names_by_name(tmp_path, monkeypatch):
+    from midtrain.tracking.identity import canonical, file_fingerprint
+
+    monkeypatch.chdir(tmp_path)
+    for name in ("builtin:tiny", "package:tok"):  # a same-named file in the working directory changes nothing
+        (tmp_path / name).write_bytes(b"decoy")
+    gguf, tok = tmp_path / "m.gguf", tmp_path / "tok"
+    gguf.write_bytes(b"g")
+    tok.mkdir()
+    (tok / "tokenizer.json").write_bytes(b"{}")
+    model = canonical({"model": {"name_or_path": "builtin:tiny", "gguf_file": str(gguf), "tokenizer": str(tok)}},
+                      exclude=())["model"]
+    assert model == {"name_or_path": "builtin:tiny", "gguf_file": {"sha256": file_fingerprint(gguf)},
+                     "tokenizer": {"sha256": file_fingerprint(tok)}}
+    assert canonical({"model": {"tokenizer": "package:tok"}}, exclude=())["model"] == {"tokenizer": "package:tok"}
+    data = tmp_path / "i.jsonl"
+    data.write_bytes(b"{}\n")
+    # groups missing before it (no corpus) do not stop the others being hashed
+    assert canonical({"instruct": {"path": str(data)}}, exclude=()) == {"instruct": {"path": {"sha256": file_fingerprint(data)}}}
