@@ -780,14 +780,15 @@ def test_inputs_record_the_model_revisions_and_the_corpus_files_hashes(tmp_path)
     hf.mkdir()
     (hf / "state.json").write_bytes(b"s")
     (hf / "dataset_info.json").write_bytes(b"i")
+    (hf / "dataset_dict.json").write_bytes(b"d")
     root = tmp_path / "runs"
     stage = root / "sw" / "r" / "instruct"
     cfg = OmegaConf.create({
         "model": {"name": "tiny", "source": "hf", "revision": "main"},
         "paths": {"runs_root": str(root)}, "init_from": str(root / "sw" / "r" / "midtrain"),
-        "corpus": {"name": "c", "source": "jsonl", "path": str(corpus / "docs.jsonl"), "split": None,
-                   "mix": {"source": "template", "universe": "u", "pool_size": 4, "extra": 1}},
-        "instruct": {"source": "hf", "hf_id": str(hf), "revision": "r1"},
+        "corpus": {"name": "c", "source": "jsonl", "path": str(corpus / "docs.jsonl"), "split": "train",
+                   "mix": {"source": "template", "universe": "u", "pool_size": 4, "extra": 1, "hf_id": str(hf)}},
+        "instruct": {"source": "hf", "hf_id": str(hf), "revision": "${model.revision}", "path": "unused.jsonl"},
         "qa": {"source": "jsonl", "path": str(tmp_path / "missing" / "qa.jsonl")},
     })
     sha = lambda b: hashlib.sha256(b).hexdigest()  # noqa: E731
@@ -795,14 +796,17 @@ def test_inputs_record_the_model_revisions_and_the_corpus_files_hashes(tmp_path)
     assert out["model"] == {"name": "tiny", "source": "hf", "name_or_path": None, "revision": "main",
                             "gguf_file": None, "tokenizer": None}
     assert out["init_from"] == "../midtrain"
-    assert out["corpus"] == {"name": "c", "source": "jsonl", "path": str(corpus / "docs.jsonl"),
+    assert out["corpus"] == {"name": "c", "source": "jsonl", "path": str(corpus / "docs.jsonl"), "split": "train",
                              "file_sha256": sha(b'{"text": "a"}\n'), "manifest_sha256": sha(b"{}"),
-                             "mix": {"source": "template", "universe": "u", "pool_size": 4}}
-    assert out["instruct"] == {"source": "hf", "hf_id": str(hf), "revision": "r1",
-                               "state_sha256": sha(b"s"), "dataset_info_sha256": sha(b"i")}
+                             "mix": {"source": "template", "hf_id": str(hf), "universe": "u", "pool_size": 4}}
+    assert out["instruct"] == {"source": "hf", "path": "unused.jsonl", "hf_id": str(hf), "revision": "main",
+                               "dataset_dict_sha256": sha(b"d"), "state_sha256": sha(b"s"),
+                               "dataset_info_sha256": sha(b"i")}
     assert out["qa"] == {"source": "jsonl", "path": str(tmp_path / "missing" / "qa.jsonl"),
                          "file_sha256": None, "manifest_sha256": None}
     assert inputs(cfg)["init_from"] == str(root / "sw" / "r" / "midtrain")  # no run dir: as configured
+    cfg.qa.note = "???"  # a missing value is left to the stage's own check
+    assert inputs(cfg, stage)["qa"]["source"] == "jsonl"
     from omegaconf import open_dict
 
     with open_dict(cfg):
@@ -888,3 +892,38 @@ def test_model_files_enter_by_content_and_builtin_or_package_names_by_name(tmp_p
     data.write_bytes(b"{}\n")
     # groups missing before it (no corpus) do not stop the others being hashed
     assert canonical({"instruct": {"path": str(data)}}, exclude=()) == {"instruct": {"path": {"sha256": file_fingerprint(data)}}}
+
+
+def test_the_cpu_model_comes_from_cpuinfo_else_the_platform(tmp_path, monkeypatch):
+    from midtrain.tracking import provenance
+
+    info = tmp_path / "cpuinfo"
+    info.write_bytes(b"processor\t: 0\nvendor\t: \xff\nModel Name\t: Xeon(R): v2 \nmodel name\t: later\n")
+    real_path = provenance.Path
+    monkeypatch.setattr(provenance, "Path", lambda p: real_path(info if str(p) == "/proc/cpuinfo" else tmp_path / "none"))
+    monkeypatch.setattr(provenance.platform, "processor", lambda: "x86_64")
+    assert provenance._cpu_model() == "Xeon(R): v2"
+    info.write_text("processor\t: 0\n", encoding="utf-8")
+    assert provenance._cpu_model() == "x86_64"
+    info.unlink()
+    assert provenance._cpu_model() == "x86_64"
+    monkeypatch.setattr(provenance.platform, "processor", lambda: "")
+    assert provenance._cpu_model() is None
+
+
+def test_the_hardware_record_names_host_cpu_and_accelerators():
+    import socket
+
+    import torch
+
+    from midtrain.tracking.provenance import _cpu_model, hardware
+
+    hw = hardware()
+    assert hw["host"] == socket.gethostname() and hw["cpu_count"] == os.cpu_count() and hw["platform"]
+    assert hw["cpu_model"] == _cpu_model() and hw["cpu_threads"] == torch.get_num_threads()
+    assert hw["cuda"] == torch.version.cuda
+    n = torch.cuda.device_count() if torch.cuda.is_available() else 0
+    assert hw["device_count"] == n and (hw["device_name"] is None) == (n == 0)
+    assert hw["cudnn"] == (torch.backends.cudnn.version() if torch.backends.cudnn.is_available() else None)
+    assert sorted(hw) == ["cpu_count", "cpu_model", "cpu_threads", "cuda", "cudnn", "device_count", "device_name",
+                          "host", "platform"]
