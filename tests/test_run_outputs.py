@@ -927,3 +927,51 @@ def test_the_hardware_record_names_host_cpu_and_accelerators():
     assert hw["cudnn"] == (torch.backends.cudnn.version() if torch.backends.cudnn.is_available() else None)
     assert sorted(hw) == ["cpu_count", "cpu_model", "cpu_threads", "cuda", "cudnn", "device_count", "device_name",
                           "host", "platform"]
+
+
+def test_the_hardware_record_reads_cuda_cudnn_and_the_first_device(monkeypatch):
+    import torch
+
+    from midtrain.tracking.provenance import hardware
+
+    monkeypatch.setattr(torch.version, "cuda", "12.4")
+    monkeypatch.setattr(torch.backends.cudnn, "is_available", lambda: True)
+    monkeypatch.setattr(torch.backends.cudnn, "version", lambda: 90100)
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
+    monkeypatch.setattr(torch.cuda, "device_count", lambda: 2)
+    monkeypatch.setattr(torch.cuda, "get_device_name", lambda i: f"gpu{i}")
+    hw = hardware()
+    assert (hw["cuda"], hw["cudnn"], hw["device_count"], hw["device_name"]) == ("12.4", 90100, 2, "gpu0")
+    monkeypatch.setattr(torch.backends.cudnn, "is_available", lambda: False)
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
+    hw = hardware()
+    assert (hw["cudnn"], hw["device_count"], hw["device_name"]) == (None, 0, None)
+
+
+def test_identity_details_nested_interpolations_default_exclusions_and_the_cache_key(tmp_path):
+    from midtrain.tracking.identity import canonical, config_hash, file_fingerprint
+
+    cfg = OmegaConf.create({"base_lr": 0.1, "optim": {"lr": "${base_lr}"}})
+    assert canonical(cfg) == {"base_lr": 0.1, "optim": {"lr": 0.1}}
+    with_paths = {"b": 1, "a": [1, 2], "paths": {"x": 1}}
+    assert config_hash(with_paths) == "94a786c3" != config_hash(with_paths, exclude=())
+    a, b = tmp_path / "a", tmp_path / "b"
+    a.write_bytes(b"one")
+    b.write_bytes(b"two")
+    os.utime(a, ns=(1_000_000_000, 1_000_000_000))
+    os.utime(b, ns=(1_000_000_000, 1_000_000_000))
+    assert file_fingerprint(a) != file_fingerprint(b)  # same size and time, other file
+
+
+def test_inputs_name_a_broken_input_and_init_from_relative_to_the_runs_root(tmp_path):
+    from midtrain.tracking.provenance import inputs, portable_config
+
+    root = tmp_path / "runs"
+    stage = root / "sw" / "r" / "instruct"
+    cfg = OmegaConf.create({"paths": {"runs_root": str(root)}, "init_from": str(root / "other" / "r" / "midtrain"),
+                            "corpus": {"source": "jsonl", "path": "${nope}"}, "objective": "lm"})
+    out = inputs(cfg, stage)
+    assert out["init_from"] == "../../../other/r/midtrain"
+    assert sorted(out["corpus"]) == ["error"] and out["corpus"]["error"].startswith("InterpolationKeyError: ")
+    saved = portable_config(OmegaConf.create({"run_dir": str(stage), "later": "???"}), stage)
+    assert OmegaConf.is_missing(saved, "later") and saved.run_dir == "."
