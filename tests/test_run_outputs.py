@@ -975,3 +975,15 @@ def test_inputs_name_a_broken_input_and_init_from_relative_to_the_runs_root(tmp_
     assert sorted(out["corpus"]) == ["error"] and out["corpus"]["error"].startswith("InterpolationKeyError: ")
     saved = portable_config(OmegaConf.create({"run_dir": str(stage), "later": "???"}), stage)
     assert OmegaConf.is_missing(saved, "later") and saved.run_dir == "."
+
+
+def test_the_stage_entry_carries_the_inputs_with_paths_relative_to_the_stage(tmp_path):
+    from midtrain.tracking.provenance import stage_provenance
+
+    root = tmp_path / "runs"
+    stage = root / "sw" / "r" / "instruct"
+    cfg = OmegaConf.create({"paths": {"runs_root": str(root)}, "init_from": str(root / "sw" / "r" / "midtrain"),
+                            "model": {"name": "tiny"}, "objective": "sft"})
+    entry = stage_provenance(stage, cfg)
+    assert entry["inputs"]["init_from"] == "../midtrain" and entry["inputs"]["model"]["name"] == "tiny"
+    assert entry["attempts"] == [] and entry["attempt_count"] == {}
