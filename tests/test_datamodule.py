@@ -480,3 +480,81 @@ def test_loader_workers_default_to_none_and_follow_the_setting():
     dm = _on_rows(4, num_workers=1)
     dm.schedule, dm.trainer = dm._schedule(), None
     assert dm.train_dataloader().num_workers == 1
+
+
+def test_a_rounded_token_budget_and_a_step_count_beside_the_datas_are_reported(caplog):
+    import logging
+
+    with caplog.at_level(logging.INFO, logger="midtrain.data.datamodule"):
+        _on_rows(10, tokens_per_step=16)._schedule()  # exactly 2 micro-batches of 8 tokens
+        _on_rows(10, max_steps=5)._schedule()         # exactly one pass of 5 steps
+    assert caplog.messages == []
+    with caplog.at_level(logging.INFO, logger="midtrain.data.datamodule"):
+        _on_rows(10, tokens_per_step=20)._schedule()
+        _on_rows(10, max_steps=7, tokens_per_step=16)._schedule()
+    rounded, steps = caplog.messages
+    assert "data.tokens_per_step=20 rounds to 16 tokens" in rounded
+    # 10 rows in micro-batches of 2, 2 per step: one pass is 3 steps.
+    assert "trainer.max_steps=7: 7 optimizer steps over 3 pass(es)" in steps and "is 3 steps" in steps
+
+
+def test_mixed_in_documents_are_counted_exactly_and_take_the_corpus_seed_by_default(smoke_cfg, tmp_path):
+    from midtrain.data.datamodule import document_segments
+    from tests.conftest import write_docs
+
+    web = write_docs(tmp_path / "web.jsonl", 300, seed=9)
+    cfg = smoke_cfg(_mix(web, 0.2))
+    tok = build_tokenizer(cfg.model)
+    segs, info = document_segments(cfg, tok)
+    # Values from running the code on these seeded corpora: 4832 own tokens, so 1208 wanted;
+    # the 11th mixed-in document passes that.
+    assert info == {"documents": 40, "duplicate_documents": 0, "mix_documents": 11, "mix_token_share": 0.2176}
+    assert len(segs) == 51
+    assert sum(len(s) for s in segs[:40]) == 4832 and sum(len(s) for s in segs[40:]) == 1344
+    for s in segs[40:]:  # mixed-in documents are whole documents: BOS text EOS, no prefix
+        assert s.input_ids[0] == tok.bos_token_id and s.input_ids[-1] == tok.eos_token_id
+        assert s.labels[0] == -100 and s.labels[1:] == s.input_ids[1:]
+    # Without its own seed the mix is drawn with the corpus seed.
+    unseeded = "+corpus.mix={source:jsonl,path:%s,text_field:text,ratio:0.2,name:web}" % web
+    a, _ = document_segments(smoke_cfg(unseeded, "corpus.seed=3"), tok)
+    b, _ = document_segments(smoke_cfg(_mix(web, 0.2, seed=3), "corpus.seed=3"), tok)
+    c, _ = document_segments(smoke_cfg(_mix(web, 0.2, seed=0), "corpus.seed=3"), tok)
+    assert [s.input_ids for s in a] == [s.input_ids for s in b]
+    assert [s.input_ids for s in a[40:]] != [s.input_ids for s in c[40:]]
+
+
+def test_a_generated_records_own_prefix_is_used_unless_the_corpus_sets_one(tmp_path):
+    import json
+
+    from midtrain.data.datamodule import document_segments
+    from tests.conftest import compose_cfg, smoke_overrides
+
+    path = tmp_path / "tagged.jsonl"
+    rows = [{"text": "Hens need space.", "doc_prefix": "<T> "}, {"text": "Pigs need straw."},
+            {"text": "Cows need shade.", "doc_prefix": "<U> "}]
+    path.write_text("".join(json.dumps(r) + "\n" for r in rows))
+    over = smoke_overrides(tmp_path, path)
+    over[over.index("corpus.num_docs=40")] = "corpus.num_docs=3"
+    cfg = compose_cfg("train", over)
+    tok = build_tokenizer(cfg.model)
+
+    def ids(text):
+        return tok(text, add_special_tokens=False)["input_ids"]
+
+    def want(text, prefix):
+        return lm_segment(ids(text), tok.bos_token_id, tok.eos_token_id, ids(prefix) if prefix else [])
+
+    segs, _ = document_segments(cfg, tok)
+    by_text = {}
+    for s in segs:
+        for r in rows:
+            if s.input_ids[-1 - len(ids(r["text"])) : -1] == ids(r["text"]):
+                by_text[r["text"]] = s
+    assert len(by_text) == 3
+    for r in rows:
+        w = want(r["text"], r.get("doc_prefix"))
+        assert (by_text[r["text"]].input_ids, by_text[r["text"]].labels) == (w.input_ids, w.labels), r
+    # corpus.doc_prefix wins over every record's own.
+    over_cfg = compose_cfg("train", over + ["corpus.doc_prefix='<ALL> '"])
+    for s in document_segments(over_cfg, tok)[0]:
+        assert s.input_ids[1 : 1 + len(ids("<ALL> "))] == ids("<ALL> ")
