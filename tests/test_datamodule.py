@@ -558,3 +558,14 @@ def test_a_generated_records_own_prefix_is_used_unless_the_corpus_sets_one(tmp_p
     over_cfg = compose_cfg("train", over + ["corpus.doc_prefix='<ALL> '"])
     for s in document_segments(over_cfg, tok)[0]:
         assert s.input_ids[1 : 1 + len(ids("<ALL> "))] == ids("<ALL> ")
+
+
+def test_the_loader_serves_the_trainers_rank_and_records_its_steps():
+    dm = _on_rows(12, world_size=2, tokens_per_step=32)  # 2 rows x 4 tokens x 2 ranks: 2 micro-batches a step
+    dm.schedule = dm._schedule()
+    assert dm.schedule.accumulate == 2
+    order = dm.row_order()
+    dm.trainer = SimpleNamespace(global_rank=1, global_step=3)
+    loader = dm.train_dataloader()
+    assert loader.state_dict() == {"micro_batches_consumed": 6, "world_size": 2}
+    assert [_row_ids(b) for b in loader] == [order[2:4].tolist(), order[6:8].tolist(), order[10:12].tolist()]

@@ -257,3 +257,10 @@ def test_a_tokenizer_keeps_its_own_chat_template_and_gets_the_default_only_witho
     assert ensure_chat_template(own) is own and own.chat_template == "{{ messages }}"
     for tok in (SimpleNamespace(chat_template=None), SimpleNamespace(chat_template=""), SimpleNamespace()):
         assert ensure_chat_template(tok).chat_template == DEFAULT_CHAT_TEMPLATE
+
+
+@pytest.mark.parametrize("row,missing", [({"instruction": "a"}, "output"), ({"output": "b"}, "instruction"),
+                                         ({"instruction": "a", "input": "x"}, "output")])
+def test_one_alpaca_field_is_enough_to_detect_the_format_and_the_other_is_named(row, missing):
+    with pytest.raises(ValueError, match=rf"d: row 1 is missing the Alpaca field '{missing}'"):
+        rows_to_conversations([row], "auto", "d")
