@@ -264,3 +264,18 @@ def test_a_tokenizer_keeps_its_own_chat_template_and_gets_the_default_only_witho
 def test_one_alpaca_field_is_enough_to_detect_the_format_and_the_other_is_named(row, missing):
     with pytest.raises(ValueError, match=rf"d: row 1 is missing the Alpaca field '{missing}'"):
         rows_to_conversations([row], "auto", "d")
+
+
+def test_loading_names_the_file_in_its_errors_and_keeps_the_configured_format(tmp_path, alpaca_jsonl):
+    with pytest.raises(ValueError, match=rf"instruction data {alpaca_jsonl} \(instruct.samples\): asked for 30 items "
+                                         r"but only 24 are available"):
+        load_conversations(_instruct_cfg(alpaca_jsonl, 30))
+    bad = tmp_path / "bad.jsonl"
+    bad.write_text(json.dumps({"instruction": "a", "output": "b"}) + "\n" + json.dumps({"instruction": "c"}) + "\n")
+    with pytest.raises(ValueError, match=rf"^{bad}: row \d is missing the Alpaca field 'output'"):
+        load_conversations(_instruct_cfg(bad, 2))
+    # The configured format is used, not detected: Alpaca rows are not chat messages.
+    cfg = _instruct_cfg(alpaca_jsonl, 3)
+    cfg.format = "messages"
+    with pytest.raises(ValueError, match=rf"^{alpaca_jsonl}: row 1 is missing the field 'messages'"):
+        load_conversations(cfg)
