@@ -279,3 +279,18 @@ def test_loading_names_the_file_in_its_errors_and_keeps_the_configured_format(tm
     cfg.format = "messages"
     with pytest.raises(ValueError, match=rf"^{alpaca_jsonl}: row 1 is missing the field 'messages'"):
         load_conversations(cfg)
+
+
+def test_a_hub_instruction_set_is_loaded_at_its_pinned_revision_and_split(monkeypatch):
+    calls = []
+
+    def fake_rows(hf_id, revision, split, what):
+        calls.append((hf_id, revision, split, what))
+        return [{"instruction": "a", "output": "b"}]
+
+    monkeypatch.setattr("midtrain.data.sft.load_hf_rows", fake_rows)
+    cfg = OmegaConf.create({"source": "hf", "path": None, "hf_id": "org/instruct-set", "revision": "0123abcd",
+                            "split": "validation", "samples": 1, "seed": 0})
+    rows, origin = load_instruct_rows(cfg)
+    assert calls == [("org/instruct-set", "0123abcd", "validation", "instruct")]
+    assert rows == [{"instruction": "a", "output": "b"}] and origin == "org/instruct-set"
