@@ -212,3 +212,15 @@ def test_package_paths_name_files_under_the_resources_and_home_is_expanded(monke
     monkeypatch.setenv("HOME", str(tmp_path))
     assert resolve_path("~/d.jsonl") == tmp_path / "d.jsonl"
     assert resolve_path("rel/package:x") == Path("rel/package:x")
+
+
+def test_a_corpus_file_that_is_missing_empty_or_a_folder_is_named_as_the_corpus(tmp_path):
+    with pytest.raises(FileNotFoundError, match=rf"^corpus file not found: {tmp_path / 'none.jsonl'}$"):
+        read_jsonl(tmp_path / "none.jsonl")
+    with pytest.raises(ValueError, match=rf"^corpus file is a directory, not a JSONL file: {tmp_path}$"):
+        read_jsonl(tmp_path)
+    (tmp_path / "empty.jsonl").write_text("\n")
+    with pytest.raises(ValueError, match=r"^corpus file is empty: "):
+        read_jsonl(tmp_path / "empty.jsonl")
+    with pytest.raises(ValueError, match=r"^mix file is empty: "):
+        read_jsonl(tmp_path / "empty.jsonl", what="mix")
