@@ -224,3 +224,10 @@ def test_a_corpus_file_that_is_missing_empty_or_a_folder_is_named_as_the_corpus(
         read_jsonl(tmp_path / "empty.jsonl")
     with pytest.raises(ValueError, match=r"^mix file is empty: "):
         read_jsonl(tmp_path / "empty.jsonl", what="mix")
+
+
+def test_a_draw_error_names_the_corpus_by_default():
+    with pytest.raises(ValueError, match=r"^corpus: asked for 3 items but only 2 are available$"):
+        draw([1, 2], 3, seed=0)
+    with pytest.raises(ValueError, match=r"^corpus: asked for -1 items$"):
+        draw([1, 2], -1, seed=0)

@@ -469,7 +469,7 @@ def test_the_strategy_comes_from_the_config_unless_one_is_given():
 def test_a_loader_before_prepare_is_refused():
     dm = PackedDataModule(OmegaConf.create({"data": {}}), tokenizer=None)
     dm.trainer = None
-    with pytest.raises(AssertionError, match=r"call prepare\(\) first"):
+    with pytest.raises(AssertionError, match=r"^call prepare\(\) first$"):
         dm.train_dataloader()
 
 
@@ -569,3 +569,23 @@ def test_the_loader_serves_the_trainers_rank_and_records_its_steps():
     loader = dm.train_dataloader()
     assert loader.state_dict() == {"micro_batches_consumed": 6, "world_size": 2}
     assert [_row_ids(b) for b in loader] == [order[2:4].tolist(), order[6:8].tolist(), order[10:12].tolist()]
+
+
+def test_mixing_stops_at_the_first_document_that_reaches_the_share_exactly(tmp_path):
+    import json
+
+    from midtrain.data.datamodule import document_segments
+    from tests.conftest import compose_cfg, smoke_overrides
+
+    text = "Hens need space and light."
+    main = tmp_path / "main.jsonl"
+    main.write_text(json.dumps({"text": text}) + "\n")
+    web = tmp_path / "web.jsonl"
+    web.write_text("".join(json.dumps({"id": f"w{i}", "text": text}) + "\n" for i in range(3)))
+    over = smoke_overrides(tmp_path, main)
+    over[over.index("corpus.num_docs=40")] = "corpus.num_docs=1"
+    # Ratio 0.5 wants as many mixed-in tokens as the corpus has: one copy of its document.
+    cfg = compose_cfg("train", over + [_mix(web, 0.5)])
+    segs, info = document_segments(cfg, build_tokenizer(cfg.model))
+    assert len(segs) == 2 and segs[0].input_ids == segs[1].input_ids
+    assert info["mix_documents"] == 1 and info["mix_token_share"] == 0.5

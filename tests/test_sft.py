@@ -294,3 +294,10 @@ def test_a_hub_instruction_set_is_loaded_at_its_pinned_revision_and_split(monkey
     rows, origin = load_instruct_rows(cfg)
     assert calls == [("org/instruct-set", "0123abcd", "validation", "instruct")]
     assert rows == [{"instruction": "a", "output": "b"}] and origin == "org/instruct-set"
+
+
+def test_a_sample_without_an_index_is_named_sample_0():
+    tok = build_tokenizer(compose_cfg("train").model)
+    tok.chat_template = "{{ raise_exception('no') }}"
+    with pytest.raises(ValueError, match=r"cannot render instruction sample 0: no"):
+        sft_segment(tok, [{"role": "user", "content": "x"}, {"role": "assistant", "content": "y"}])
