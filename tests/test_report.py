@@ -828,3 +828,26 @@ def test_report_without_require_done_aggregates_unfinished_runs(tmp_path):
     _write_run(sweep, "treatment", 10, 0, 1, 0.7, done=False)
     result = report(_cfg([sweep], tmp_path / "out", "plots.enabled=false", "require_done=false"))
     assert [s["n"] for s in result["summary"]] == [2] and result["problems"] == []
+
+
+def test_report_combines_every_sweep_and_wandb_and_rewrites_an_existing_out_dir(tmp_path, monkeypatch):
+    a, b = tmp_path / "a", tmp_path / "b"
+    for sweep, seed, lr, wd in ((a, 0, 0.1, 0.0), (b, 1, 0.2, 0.5)):
+        run = RunDir(sweep / f"t-s{seed}")
+        run.write_metrics({"run_id": f"t-s{seed}", "condition": "treatment", "seed": seed, "model": "m",
+                           "settings": {"optim.lr": lr, "optim.wd": wd}, "eval": {"anima": {"overall_mean": 0.5}}})
+        run.mark_done()
+        RunDir(sweep / "u").write_metrics({"run_id": f"u-{sweep.name}"})
+    wandb_row = {"model": "m", "condition": "treatment", "corpus": None, "num_docs": None, "instruct_samples": None,
+                 "preserve": "none", "seed": 2, "score": 0.25, "sweep": "g", "run_id": "w", "source": "wandb:w",
+                 "dimensions": {}, "provenance": {}, "settings": {"optim.lr": 0.3}, "cell_hash": None, "curve": []}
+    monkeypatch.setattr(rp, "collect_wandb", lambda *args: ([wandb_row], [
+        {"sweep": "g", "run_id": "x", "path": "wandb:x", "reason": "W&B run state is failed"}]))
+    out = tmp_path / "deep" / "er" / "out"
+    for _ in range(2):  # the second run writes over the first's files
+        result = report(_cfg([a, b], out, "plots.enabled=false", "wandb.groups=[g]", "group_by=[model,condition]"))
+    assert sorted(r["run_id"] for r in result["runs"]) == ["t-s0", "t-s1", "w"]
+    assert sorted(p["run_id"] for p in result["problems"]) == ["u-a", "u-b", "x"]
+    assert [s["legend_extra"] for s in result["summary"]] == [
+        "optim.lr=0.1 optim.wd=0.0", "optim.lr=0.2 optim.wd=0.5", "optim.lr=0.3 optim.wd=(default)"]
+    assert (out / "report.json").exists()
