@@ -851,3 +851,26 @@ def test_report_combines_every_sweep_and_wandb_and_rewrites_an_existing_out_dir(
     assert [s["legend_extra"] for s in result["summary"]] == [
         "optim.lr=0.1 optim.wd=0.0", "optim.lr=0.2 optim.wd=0.5", "optim.lr=0.3 optim.wd=(default)"]
     assert (out / "report.json").exists()
+
+
+def test_report_pairs_conditions_across_the_config_column_and_reads_curves_with_the_configured_gap(tmp_path):
+    """Treatment and control always differ in hash; the config column separates cells, never pairs."""
+    sweep = tmp_path / "sw"
+    for cond, seed, score, cell in [("treatment", 0, 0.5, "t0"), ("treatment", 1, 0.75, "t1"),
+                                    ("control", 0, 0.25, "c"), ("control", 1, 0.5, "c")]:
+        run = RunDir(sweep / f"{cond}-s{seed}")
+        run.write_metrics({
+            "run_id": f"{cond}-s{seed}", "condition": cond, "num_docs": 10, "instruct_samples": 4, "seed": seed,
+            "model": "m", "cell_hash": cell, "settings": {"seed": seed},
+            "train": {"instruct": {"global_steps": 2, "probe_curve": [{"step": 0, "margin": score},
+                                                                      {"step": 2, "margin": 2 * score}]}},
+            "eval": {"anima": {"overall_mean": score}}})
+        run.mark_done()
+    result = report(_cfg([sweep], tmp_path / "out", "plots.enabled=false", "gap.minuend=control",
+                         "gap.subtrahend=treatment"))
+    assert sorted(s["config"] for s in result["summary"]) == ["c", "t0", "t1"]
+    assert [(g["seeds"], g["gap"]) for g in result["gaps"]] == [([0, 1], pytest.approx(-0.25))]
+    assert {(g["a"], g["b"]) for g in result["paired_gaps"]} >= {("treatment", "control")}
+    (curve,) = result["curve_gaps"]
+    assert [p["samples_seen"] for p in curve["points"]] == [0.0, 4.0]
+    assert [p["gap"] for p in curve["points"]] == pytest.approx([-0.25, -0.5])
