@@ -708,6 +708,14 @@ def test_report_writes_runs_problems_and_gaps_tables(tmp_path, monkeypatch):
     md = (out / "summary.md").read_text()
     assert "| model | condition | optim.lr | n | mean ± se | provenance |" in md
     assert "## treatment minus control" in md and "| m | (default) | 1 | 0.5000 | 0.2500 | 0.2500 |" in md
+    assert md.startswith("# Sweep report: `eval.anima.overall_mean`\n")
+    assert "\n`eval.anima.overall_mean`, paired by seed: mean ± standard error of the per-seed differences.\n" in md
+    assert "| all runs | " + "c" * 12 + " | 3.12.1 | 2.1 | unrecorded |" in md  # versions of the runs read
+    assert [line for line in md.splitlines() if "has no result" in line] == [
+        "- model=m, condition=treatment, optim.lr=0.01: seed 0 has no result",
+        "- model=m, condition=treatment, optim.lr=0.01: seed 2 has no result",
+        "- model=m, condition=treatment, optim.lr=(default): seed 1 has no result",
+        "- model=m, condition=treatment, optim.lr=(default): seed 2 has no result"]
     assert "## Differences between conditions" in md
 
 
