@@ -878,6 +878,8 @@ def test_report_pairs_conditions_across_the_config_column_and_reads_curves_with_
                          "gap.subtrahend=treatment"))
     assert sorted(s["config"] for s in result["summary"]) == ["c", "t0", "t1"]
     assert [(g["seeds"], g["gap"]) for g in result["gaps"]] == [([0, 1], pytest.approx(-0.25))]
+    assert (tmp_path / "out" / "gaps.csv").read_text().splitlines()[1] == \
+        "m,10,4,none,2,0 1,0.375000,0.625000,-0.250000,0.000000"
     assert {(g["a"], g["b"]) for g in result["paired_gaps"]} >= {("treatment", "control")}
     (curve,) = result["curve_gaps"]
     assert [p["samples_seen"] for p in curve["points"]] == [0.0, 4.0]
