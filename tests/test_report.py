@@ -669,12 +669,12 @@ def test_report_writes_runs_problems_and_gaps_tables(tmp_path, monkeypatch):
     RunDir(sweep / "late").write_metrics({"run_id": "late", "seed": 0})
     calls = []
     monkeypatch.setattr(rp.figures, "report_figures", lambda summary, out, cfg: calls.append(
-        ("report", len(summary), out)) or {"erosion": "e.png"})
+        ("report", len(summary), out, cfg.plots.dpi)) or {"erosion": "e.png"})
     monkeypatch.setattr(rp.figures, "gap_figures", lambda g, c, out, cfg: calls.append(
-        ("gap", len(g), len(c), out)) or {"gap_vs_instruct_samples": "g.png"})
+        ("gap", len(g), len(c), out, cfg.plots.dpi)) or {"gap_vs_instruct_samples": "g.png"})
     out = tmp_path / "out"
     result = report(_cfg([sweep], out, "group_by=[model,condition]"))
-    assert calls == [("report", 3, out), ("gap", 1, 1, out)]
+    assert calls == [("report", 3, out, 120), ("gap", 1, 1, out, 120)]
     assert [(s["condition"], s["optim.lr"], s["n"], s["legend_extra"]) for s in result["summary"]] == [
         ("control", "(default)", 3, "optim.lr=(default)"), ("treatment", 0.01, 1, "optim.lr=0.01"),
         ("treatment", "(default)", 1, "optim.lr=(default)")]  # numbers before names
@@ -818,6 +818,9 @@ def test_version_table_keeps_the_values_of_one_library_in_its_column():
     header, _, all_runs = lines[i:i + 3]
     assert header.count(" | ") == all_runs.replace("\\|", "").count(" | ")
     assert all_runs.startswith("| all runs | aaa | unrecorded | 2.1 \\| 2.2 | unrecorded | ")
+    # values are listed in order (as text), whatever order the runs came in
+    runs = [{"provenance": {"code": ["aaa"], "python": [9]}}, {"provenance": {"code": ["aaa"], "python": [2]}}]
+    assert "| all runs | aaa | 2 \\| 9 | unrecorded |" in rp.summary_markdown([], ["model"], "e", [], [], runs)
 
 
 def test_summary_markdown_of_runs_that_recorded_no_versions_and_of_bare_cells():
@@ -884,3 +887,14 @@ def test_report_pairs_conditions_across_the_config_column_and_reads_curves_with_
     (curve,) = result["curve_gaps"]
     assert [p["samples_seen"] for p in curve["points"]] == [0.0, 4.0]
     assert [p["gap"] for p in curve["points"]] == pytest.approx([-0.25, -0.5])
+
+
+def test_report_plots_the_gap_even_without_probe_curves(tmp_path, monkeypatch):
+    sweep = tmp_path / "sw"
+    _write_run(sweep, "treatment", 10, 0, 0, 0.5)
+    _write_run(sweep, "control", 10, 0, 0, 0.25)
+    calls = []
+    monkeypatch.setattr(rp.figures, "report_figures", lambda summary, out, cfg: {})
+    monkeypatch.setattr(rp.figures, "gap_figures", lambda g, c, out, cfg: calls.append((len(g), c)) or {})
+    report(_cfg([sweep], tmp_path / "out"))
+    assert calls == [(1, [])]
