@@ -704,7 +704,7 @@ def test_report_writes_runs_problems_and_gaps_tables(tmp_path, monkeypatch):
     assert [p["run_id"] for p in result["problems"]] == ["late"] and len(result["missing"]) == 4
     saved = json.loads((out / "report.json").read_text())
     assert saved["files"] == result["files"] and len(saved["runs"]) == 5 and saved["gaps"][0]["seeds"] == [0]
-    assert [c["seeds"] for c in saved["curve_gaps"]] == [[0, 1]]  # the probe curve pairs by model, docs, samples, strategy
+    assert [c["seeds"] for c in saved["curve_gaps"]] == [[0, 1]]  # curves pair across lr
     md = (out / "summary.md").read_text()
     assert "| model | condition | optim.lr | n | mean ± se | provenance |" in md
     assert "## treatment minus control" in md and "| m | (default) | 1 | 0.5000 | 0.2500 | 0.2500 |" in md
