@@ -562,3 +562,50 @@ def test_the_transaction_log_of_a_run_without_one_is_none(tmp_path):
     assert _transaction_log(SimpleNamespace()) is None
     assert _transaction_log(SimpleNamespace(settings=SimpleNamespace(sync_file=str(tmp_path / "r.wandb")))) == \
         tmp_path / "r.wandb"
+
+
+# W&B naming and config, edge cases ---------------------------------------------------------
+def test_the_wandb_config_keeps_missing_values_resolves_the_rest_and_drops_only_hydra():
+    from omegaconf import OmegaConf
+
+    from midtrain.tracking.wandb import wandb_config
+
+    cfg = OmegaConf.create({"a": "???", "b": "${c}", "c": 2, "logger": {"api_key": SECRET}})
+    assert wandb_config(cfg) == {"a": "???", "b": 2, "c": 2, "logger": {"api_key": "<redacted>"}}
+    assert wandb_config(OmegaConf.create({"c": 1, "hydra": {"run": {"dir": "x"}}})) == {"c": 1}
+
+
+def test_wandb_settings_keep_code_requirements_and_the_command_out():
+    from midtrain.tracking.wandb import wandb_settings
+
+    s = wandb_settings()
+    assert s.save_code is False  # not left to the W&B account's default
+    assert s.x_save_requirements is False and s.disable_job_creation is True
+    assert s.program == "midtrain"  # not the script path W&B would detect
+
+
+def test_the_pipelines_run_carries_the_whole_runs_hash_whatever_its_objective(tmp_path):
+    from midtrain.tracking.identity import config_hash
+
+    cfg = _cfg(tmp_path)  # objective=lm
+    config = wandb_init_kwargs(cfg, tmp_path / "run", "pipeline")["config"]
+    assert config["run_hash"] == config_hash(cfg) and "stage_hash" not in config
+
+
+def test_an_sft_stage_carries_its_own_stage_hash(tmp_path):
+    from midtrain.tracking.identity import stage_hash
+    from midtrain.tracking.wandb import _identity_keys
+
+    cfg = _cfg(tmp_path, "objective=sft")
+    assert _identity_keys(cfg, "instruct") == {"stage_hash": stage_hash(cfg)}
+
+
+def test_a_config_without_a_sweep_name_is_grouped_as_default(tmp_path):
+    from omegaconf import OmegaConf
+
+    from midtrain.tracking.provenance import wandb_provenance
+
+    cfg = OmegaConf.create({"logger": {"project": "p", "mode": "offline"}, "run_id": "r1"})
+    kwargs = wandb_init_kwargs(cfg, tmp_path / "run", "eval")
+    assert kwargs["group"] == "default" and kwargs["name"] == "r1" and kwargs["tags"] == []
+    assert kwargs["config"]["provenance"] == wandb_provenance(tmp_path / "run") == {"attempts": 0, "attempt": {}}
