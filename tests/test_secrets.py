@@ -420,3 +420,42 @@ def test_a_job_return_without_a_return_value_has_its_overrides_scrubbed():
     ret = SimpleNamespace(overrides=[f"+logger.api_key={CANARY}"])
     RedactedOutput().on_job_end(None, job_return=ret)
     assert ret.overrides == [f"+logger.api_key={REDACTED}"]
+
+
+# Redaction edge cases: which environment values, in which order, how far back a revision word reaches
+HEX = "0123456789abcdef0123456789abcdef01234567"
+
+
+def test_any_secret_named_variable_is_scrubbed_by_value_from_eight_characters(monkeypatch):
+    monkeypatch.setenv("MIDTRAIN_DB_PASSWORD", "pw-8char")  # not in the table; named like a secret
+    monkeypatch.setenv("MIDTRAIN_DB_TOKEN", "pw7char")  # too short to tell from ordinary words
+    assert scrub_secrets("login pw-8char then pw7char") == f"login {REDACTED} then pw7char"
+
+
+def test_a_secret_holding_another_is_scrubbed_whole(monkeypatch):
+    """Longer values are replaced first, so a secret that contains another secret leaves no part behind."""
+    pairs = [("zzsecret99", "a-zzsecret99-b"), ("aa1secret9", "zz-aa1secret9-q")]
+    for i, (inner, outer) in enumerate(pairs):
+        monkeypatch.setenv(f"MIDTRAIN_INNER{i}_TOKEN", inner)
+        monkeypatch.setenv(f"MIDTRAIN_OUTER{i}_TOKEN", outer)
+    for inner, outer in pairs:
+        assert scrub_secrets(f"x {outer} y {inner}") == f"x {REDACTED} y {REDACTED}"
+
+
+def test_a_hex_key_is_redacted_by_default_and_a_revision_word_protects_it_from_the_start():
+    assert scrub_secrets(f"key {HEX}") == f"key {REDACTED}"
+    assert scrub_secrets(f"sha {HEX}") == f"sha {HEX}"  # the word opens the text
+    far = "commit" + "_" * 33 + ": "  # the word ends 41 characters before the value
+    assert scrub_secrets(far + HEX) == far + REDACTED
+    near = "commit" + "_" * 32 + ": "
+    assert scrub_secrets(near + HEX) == near + HEX
+
+
+def test_only_the_last_part_of_a_dotted_name_decides_whether_it_is_secret():
+    text = "+model.password_policy.min_length=12 auth.mode=basic model.args.api_key=abc123"
+    assert scrub_secrets(text) == f"+model.password_policy.min_length=12 auth.mode=basic model.args.api_key={REDACTED}"
+
+
+def test_an_empty_or_null_secret_key_is_kept_as_it_is():
+    assert redact_config({"api_key": "", "token": None, "password": "x"}) == {"api_key": "", "token": None,
+                                                                             "password": REDACTED}
