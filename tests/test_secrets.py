@@ -459,3 +459,8 @@ def test_only_the_last_part_of_a_dotted_name_decides_whether_it_is_secret():
 def test_an_empty_or_null_secret_key_is_kept_as_it_is():
     assert redact_config({"api_key": "", "token": None, "password": "x"}) == {"api_key": "", "token": None,
                                                                              "password": REDACTED}
+
+
+def test_git_revisions_listed_under_a_revision_key_are_kept():
+    out = redact_config({"commits": [HEX, [HEX]], "keys": [HEX]})
+    assert out == {"commits": [HEX, [HEX]], "keys": [REDACTED]}
