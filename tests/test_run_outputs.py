@@ -987,3 +987,27 @@ def test_the_stage_entry_carries_the_inputs_with_paths_relative_to_the_stage(tmp
     entry = stage_provenance(stage, cfg)
     assert entry["inputs"]["init_from"] == "../midtrain" and entry["inputs"]["model"]["name"] == "tiny"
     assert entry["attempts"] == [] and entry["attempt_count"] == {}
+
+
+def test_run_provenance_collects_every_attempts_code_and_versions_sorted_with_unrecorded_last():
+    from midtrain.tracking.provenance import differing_provenance, format_values, iter_attempts, run_provenance
+
+    def attempt(torch, commit="c1"):
+        return {"code": {"commit": commit, "dirty": False}, "versions": {"python": "3.11", "torch": torch}}
+
+    metrics = {"provenance": {"attempts": [attempt("2.1"), "junk"],
+                              "stages": {"midtrain": {"attempts": [attempt("1.9"), attempt(None, "c2")],
+                                                      "stages": {"deep": {"attempts": [attempt("2.0")]}}},
+                                         "instruct": {"attempts": [{"code": None, "versions": "bad"}]},
+                                         "broken": "not a mapping"}}}
+    assert len(list(iter_attempts(metrics))) == 5
+    prov = run_provenance(metrics)
+    assert prov["torch"] == ["1.9", "2.0", "2.1", None] and prov["python"] == ["3.11", None]
+    assert prov["code"] == ["c1", "c2", None] and prov["numpy"] == [None]
+    assert run_provenance({"provenance": {"attempts": []}}) == {} and run_provenance({}) == {}
+    rows = [{"provenance": {"torch": ["2.1", "1.8"], "code": ["c3"]}},
+            {"provenance": {"torch": ["1.9", "2.0", "2.2"], "code": ["c3"]}}, {"provenance": {}}]
+    assert differing_provenance(rows) == {"code": ["c3", None],
+                                          "torch": ["1.8", "1.9", "2.0", "2.1", "2.2", None]}  # the rest agree
+    assert differing_provenance([{"provenance": {}}, {}]) == {}
+    assert format_values(["2.1", None, 3]) == "2.1 | unrecorded | 3" and format_values(None) == ""
