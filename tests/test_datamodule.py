@@ -413,7 +413,7 @@ class _Adds(Strategy):
 
 
 def test_a_strategys_documents_are_packed_with_the_stages_own_when_it_places_none(smoke_cfg):
-    cfg = smoke_cfg("data.seq_len=64")
+    cfg = smoke_cfg("data.seq_len=64", "data.max_doc_tokens=32")
     tok = build_tokenizer(cfg.model)
     plain = PackedDataModule(cfg, tok).prepare()
     strategy = _Adds()
@@ -423,16 +423,18 @@ def test_a_strategys_documents_are_packed_with_the_stages_own_when_it_places_non
     assert dm.extra_rows == 0 and dm.info["added_documents"] == 3
     assert dm.info["documents"] == dm.rows.stats.documents == 43
     assert dm.info["real_tokens"] == plain.info["real_tokens"] + 72 + 42 + 11
-    assert dm.info["documents_split"] == plain.info["documents_split"] + 1  # the 72-token one
+    assert dm.info["documents_split"] == plain.info["documents_split"] + 2  # cut at 32 tokens: 72 and 42
+    assert dm.info["pieces"] == plain.info["pieces"] + 3 + 2 + 1
 
 
 def test_a_strategys_rows_of_their_own_follow_the_stages_rows(smoke_cfg):
-    cfg = smoke_cfg("data.seq_len=64", "data.epochs=2")
+    cfg = smoke_cfg("data.seq_len=64", "data.epochs=2", "data.max_doc_tokens=32")
     tok = build_tokenizer(cfg.model)
     plain = PackedDataModule(cfg, tok).prepare()
     strategy = _Adds(place=lambda main, extra: np.concatenate([main, extra]))
     dm = PackedDataModule(cfg, tok, preserve=strategy).prepare()
-    side = pack_segments(strategy.segments, 64, tok.pad_token_id, 64)
+    side = pack_segments(strategy.segments, 64, tok.pad_token_id, 32)  # cut at max_doc_tokens like the rest
+    assert side.stats.pieces == 6
     n = len(plain.rows)
     assert len(dm.rows) == n + len(side) and dm.extra_rows == len(side) == 2
     assert torch.equal(dm.rows.input_ids[:n], plain.rows.input_ids)
