@@ -1011,3 +1011,11 @@ def test_run_provenance_collects_every_attempts_code_and_versions_sorted_with_un
                                           "torch": ["1.8", "1.9", "2.0", "2.1", "2.2", None]}  # the rest agree
     assert differing_provenance([{"provenance": {}}, {}]) == {}
     assert format_values(["2.1", None, 3]) == "2.1 | unrecorded | 3" and format_values(None) == ""
+
+
+def test_a_stage_without_its_model_export_is_complete_only_where_none_is_needed(tmp_path):
+    rd = RunDir(tmp_path / "s")
+    rd.path.mkdir()
+    rd.metrics_path.write_text("{}", encoding="utf-8")
+    rd.mark_done("h")
+    assert rd.is_complete() is False and rd.is_complete(needs_hf=False) is True
