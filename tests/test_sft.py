@@ -301,3 +301,24 @@ def test_a_sample_without_an_index_is_named_sample_0():
     tok.chat_template = "{{ raise_exception('no') }}"
     with pytest.raises(ValueError, match=r"cannot render instruction sample 0: no"):
         sft_segment(tok, [{"role": "user", "content": "x"}, {"role": "assistant", "content": "y"}])
+
+
+class _CharTokenizer:
+    """Characters as ids; like many tokenizers it adds BOS and EOS when asked for special tokens."""
+
+    bos_token_id, eos_token_id = 1, 2
+
+    def apply_chat_template(self, messages, tokenize=True, add_generation_prompt=False):
+        text = "".join(f"[{m['role']}]{m['content']}" for m in messages)
+        return text + ("[assistant]" if add_generation_prompt else "")
+
+    def __call__(self, text, add_special_tokens=True):
+        ids = [ord(c) for c in text]
+        return {"input_ids": [1] + ids + [2] if add_special_tokens else ids}
+
+
+def test_the_rendered_text_is_tokenized_without_the_tokenizers_own_special_tokens():
+    seg = sft_segment(_CharTokenizer(), [{"role": "user", "content": "hi"}, {"role": "assistant", "content": "yo"}])
+    text = "[user]hi[assistant]yo"
+    assert seg.input_ids == [1] + [ord(c) for c in text]  # one BOS, added once, and no EOS of the tokenizer's
+    assert seg.labels == [IGNORE_INDEX] * (1 + len("[user]hi[assistant]")) + [ord("y"), ord("o")]
