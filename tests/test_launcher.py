@@ -118,9 +118,14 @@ def test_fsdp_on_cpu_is_refused_by_name():
         check_devices(cfg)
 
 
-def test_site_settings_reach_sbatch(tmp_path):
+def test_site_settings_reach_sbatch(tmp_path, monkeypatch):
     """Account and partition from the `slurm:` block of conf/local land in the sbatch header."""
     import submitit
+    from submitit.slurm import slurm
+
+    # Only the sbatch text is built, so no cluster is needed: submitit's executor refuses to exist
+    # where `srun` is not on PATH, which is every machine without the SLURM client.
+    monkeypatch.setattr(slurm.SlurmExecutor, "affinity", classmethod(lambda cls: 1))
 
     cfg = _compose("slurm_8gpu", "trainer=fsdp_8gpu", "+slurm.account=lab", "+slurm.partition=h100",
                    "+slurm.env_script=/opt/site/env.sh")
