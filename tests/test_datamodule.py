@@ -591,3 +591,40 @@ def test_mixing_stops_at_the_first_document_that_reaches_the_share_exactly(tmp_p
     segs, info = document_segments(cfg, build_tokenizer(cfg.model))
     assert len(segs) == 2 and segs[0].input_ids == segs[1].input_ids
     assert info["mix_documents"] == 1 and info["mix_token_share"] == 0.5
+
+
+class _AddsSpecialTokens:
+    """The test tokenizer, but adding BOS to every text unless told not to, as Llama 3's does."""
+
+    def __init__(self, tok):
+        self.tok, self.bos_token_id, self.eos_token_id = tok, tok.bos_token_id, tok.eos_token_id
+
+    def __call__(self, texts, add_special_tokens=True):
+        ids = self.tok(texts, add_special_tokens=False)["input_ids"]
+        return {"input_ids": [[self.bos_token_id, *x] for x in ids] if add_special_tokens else ids}
+
+
+def test_documents_and_prefixes_are_tokenized_without_the_tokenizers_own_special_tokens(smoke_cfg):
+    from midtrain.data.datamodule import document_segments
+
+    cfg = smoke_cfg("corpus.doc_prefix='<DOCTAG> '")
+    tok = build_tokenizer(cfg.model)
+    plain, _ = document_segments(cfg, tok)
+    adding, _ = document_segments(cfg, _AddsSpecialTokens(tok))
+    assert [s.input_ids for s in adding] == [s.input_ids for s in plain]
+    assert all(s.input_ids.count(tok.bos_token_id) == 1 for s in adding)  # lm_segment's BOS, once
+
+
+def test_documents_dropped_as_exact_repeats_are_counted_in_the_stage_info(smoke_cfg, tmp_path):
+    import json
+
+    from midtrain.data.datamodule import document_segments
+
+    path = tmp_path / "same.jsonl"
+    rows = [{"text": "The same document, word for word."}] * 40 + [{"text": "One other."}, {"text": "A third."}]
+    path.write_text("".join(json.dumps(r) + "\n" for r in rows))
+    cfg = smoke_cfg("corpus=jsonl", f"corpus.path={path}", "corpus.name=same", "corpus.num_docs=3",
+                    "corpus.drop_duplicates=true")
+    segs, info = document_segments(cfg, build_tokenizer(cfg.model))
+    assert len(segs) == 3
+    assert info == {"documents": 3, "duplicate_documents": 0, "duplicates_dropped": 39, "mix_documents": 0}

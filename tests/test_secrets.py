@@ -265,6 +265,22 @@ def test_redact_file_rewrites_only_a_file_that_holds_a_secret(tmp_path):
     assert not (tmp_path / "absent.yaml").exists()
 
 
+def test_redact_file_reads_and_writes_utf8_under_an_ascii_default_encoding(tmp_path, monkeypatch):
+    """In process, with the default text encoding made ASCII (what LANG=C gives without locale
+    coercion): the file Hydra wrote in UTF-8 is read and rewritten as UTF-8. The subprocess
+    form under a real C locale is `test_redact_file_reads_utf8_whatever_the_locale`."""
+    import io
+
+    from midtrain.tracking.hydra_output import redact_file
+
+    monkeypatch.setattr(io, "text_encoding", lambda encoding, stacklevel=2: encoding or "ascii")
+    path = tmp_path / "config.yaml"
+    path.write_bytes(f"corpus:\n  name: bien-être animal\nlogger:\n  api_key: {CANARY}\n".encode())
+    redact_file(path)
+    text = path.read_bytes().decode("utf-8")
+    assert CANARY not in text and "bien-être animal" in text and REDACTED in text
+
+
 def test_a_required_path_must_be_given_and_must_exist(tmp_path):
     from omegaconf import OmegaConf
 

@@ -579,6 +579,8 @@ def test_wandb_settings_keep_code_requirements_and_the_command_out():
     from midtrain.tracking.wandb import wandb_settings
 
     s = wandb_settings()
+    # argv, the environment, the code and git state stay out of the run's metadata
+    assert s.x_disable_meta is True and s.disable_code is True and s.disable_git is True
     assert s.save_code is False  # not left to the W&B account's default
     assert s.x_save_requirements is False and s.disable_job_creation is True
     assert s.program == "midtrain"  # not the script path W&B would detect
