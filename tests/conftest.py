@@ -36,6 +36,25 @@ if "MUTANT_UNDER_TEST" in os.environ:
     # collection neither walks nor copies (copy-on-write) the pages it shares with the server.
     gc.freeze()
 
+# The test durations mutmut recorded (mutants/mutmut-stats.json; the tests run from mutants/).
+_MUTMUT_STATS = Path("mutmut-stats.json")
+
+
+def pytest_collection_modifyitems(session, config, items):
+    """Under mutmut, a mutant's tests run fastest first, by the durations mutmut recorded.
+
+    mutmut's fork server hands each worker the mutant's tests in the order of a Python set,
+    which differs from run to run, so a mutant that a millisecond test kills could first sit
+    through a training run, and a verdict could depend on that order. Sorted by recorded
+    duration (name breaking ties), `-x` stops at the quickest test that fails, and every run
+    uses the same order.
+    """
+    mutant = os.environ.get("MUTANT_UNDER_TEST", "")
+    if not mutant or mutant in ("stats", "list_all_tests", "fail") or not _MUTMUT_STATS.is_file():
+        return
+    durations = json.loads(_MUTMUT_STATS.read_text(encoding="utf-8")).get("duration_by_test", {})
+    items.sort(key=lambda item: (durations.get(item.nodeid, float("inf")), item.nodeid))
+
 SHARED_DIR = Path(__file__).resolve().parents[2] / "shared"
 ANIMA_DIR = SHARED_DIR / "anima-2.1"
 

@@ -141,3 +141,31 @@ def test_mutation_selection_keeps_each_modules_own_tests_and_never_leaves_a_func
                    "midtrain.report.x_gaps": ["tests/test_wandb.py::test_a"],
                    "midtrain.train.x_train": ["tests/test_report.py::test_d"]}
     assert counts == {"narrowed": 1, "kept": 2, "dropped": 1}
+
+
+def test_under_mutmut_a_mutants_tests_run_fastest_first(tmp_path, monkeypatch):
+    from types import SimpleNamespace
+
+    from tests.conftest import pytest_collection_modifyitems
+
+    durations = {"t.py::slow": 4.0, "t.py::fast": 0.01, "t.py::mid_b": 0.5, "t.py::mid_a": 0.5}
+    (tmp_path / "mutmut-stats.json").write_text(json.dumps({"duration_by_test": durations}))
+    monkeypatch.chdir(tmp_path)  # mutmut runs the tests from mutants/, beside its stats file
+    names = ["t.py::slow", "t.py::unrecorded", "t.py::mid_b", "t.py::fast", "t.py::mid_a"]
+
+    def order(mutant):
+        if mutant is None:
+            monkeypatch.delenv("MUTANT_UNDER_TEST", raising=False)
+        else:
+            monkeypatch.setenv("MUTANT_UNDER_TEST", mutant)
+        items = [SimpleNamespace(nodeid=n) for n in names]
+        pytest_collection_modifyitems(None, None, items)
+        return [i.nodeid for i in items]
+
+    assert order("midtrain.data.packing.x_pack_segments__mutmut_3") == [
+        "t.py::fast", "t.py::mid_a", "t.py::mid_b", "t.py::slow", "t.py::unrecorded"]
+    # Outside a mutant's run (plain pytest, mutmut's tracing and clean runs) the order is pytest's.
+    for mutant in (None, "", "stats", "list_all_tests", "fail"):
+        assert order(mutant) == names
+    (tmp_path / "mutmut-stats.json").unlink()
+    assert order("midtrain.data.packing.x_pack_segments__mutmut_3") == names
