@@ -14,6 +14,8 @@ TORCH  ?= torch==2.13.0
 # The exact versions of everything else that the test suite passed with (pip constraints).
 CONSTRAINTS ?= requirements/constraints.txt
 PYTEST_MARKERS ?= not slow and not gpu and not hf and not slurm
+# The fast tier runs in this many pytest-xdist worker processes (0: in this process).
+PYTEST_WORKERS ?= 2
 # Not in the lock: torch and the packages that come with a torch build (CUDA libraries, triton).
 LOCK_EXCLUDE := ^(torch|torchvision|torchaudio|triton|pytorch-triton[a-z0-9_-]*|nvidia-[a-z0-9_-]+|cuda-[a-z0-9_-]+)==
 
@@ -60,11 +62,11 @@ demo: install
 	$(BIN)/python -m midtrain.demo
 
 test: install
+	$(BIN)/python -m pytest -n $(PYTEST_WORKERS) -m "$(PYTEST_MARKERS)"
 ifeq ($(MIDTRAIN_LOCAL_SLURM),1)
+	# The real-SLURM tier after it, in one process: its jobs share the one-node cluster.
 	bash slurm/local_cluster.sh start
-	$(BIN)/python -m pytest -m "not slow and not gpu and not hf"
-else
-	$(BIN)/python -m pytest -m "$(PYTEST_MARKERS)"
+	$(BIN)/python -m pytest -m "slurm and not slow and not gpu and not hf"
 endif
 
 # Mutation testing of the core modules (tests/MUTATION.md); not part of `make test`.
