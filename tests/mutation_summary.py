@@ -19,10 +19,14 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 EQUIVALENT = Path(__file__).with_name("mutation_equivalent.txt")
 
-# mutmut's exit-code meanings (mutmut.stats.status_by_exit_code).
-STATUS = {1: "killed", 3: "killed", 0: "survived", 5: "no tests", 33: "no tests", 34: "skipped",
-          36: "timeout", -24: "timeout", 24: "timeout", 152: "timeout", 255: "timeout", 37: "killed",
-          None: "not checked", 2: "interrupted"}
+# mutmut's exit-code meanings (mutmut.stats.status_by_exit_code). Any other code, a worker
+# killed by a signal among them (-9 is SIGKILL: the hard stop one second past the CPU limit, or
+# the kernel's out-of-memory killer; -11 a segfault), is "crashed": no test failed on purpose,
+# so it counts as not killed and is listed with the survivors to be rerun.
+STATUS = {1: "killed", 3: "killed", 37: "killed", 0: "survived", 5: "no tests", 33: "no tests",
+          34: "skipped", 36: "timeout", -24: "timeout", 24: "timeout", 152: "timeout", 255: "timeout",
+          None: "not checked"}
+COLUMNS = ["mutants", "killed", "timeout", "survived", "no tests", "equivalent", "crashed", "not checked"]
 
 
 def equivalent_mutants(path: Path = EQUIVALENT) -> dict[str, str]:
@@ -42,46 +46,50 @@ def results(root: Path = ROOT) -> dict[str, dict[str, str]]:
         codes = json.loads(meta.read_text(encoding="utf-8")).get("exit_code_by_key", {})
         if codes:
             module = str(meta.relative_to(root / "mutants"))[: -len(".meta")]
-            out[module] = {k: STATUS.get(v, "suspicious") for k, v in codes.items()}
+            out[module] = {k: STATUS.get(v, "crashed") for k, v in codes.items()}
     return out
 
 
-def main(argv: list[str] | None = None) -> int:
+def count(statuses: dict[str, str], equivalent: dict[str, str]) -> Counter:
+    """One row of the table. Every mutant lands in exactly one column (skipped ones, which
+    mutmut has not mutated, in none: they are left out of the mutants)."""
+    c = Counter("equivalent" if s == "survived" and k in equivalent else s for k, s in statuses.items())
+    c["mutants"] = len(statuses) - c["skipped"]
+    assert sum(c[k] for k in COLUMNS[1:]) == c["mutants"], f"a verdict outside the table's columns: {c}"
+    return c
+
+
+def main(argv: list[str] | None = None, root: Path = ROOT, equivalent: Path = EQUIVALENT) -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("--survivors", action="store_true", help="list mutants not killed and not marked equivalent")
+    ap.add_argument("--survivors", action="store_true",
+                    help="list mutants neither killed nor marked equivalent (survived, no tests, crashed)")
     args = ap.parse_args(argv)
-    res = results()
+    res = results(root)
     if not res:
         print("no mutmut results under mutants/: run `make mutation` first", file=sys.stderr)
         return 1
-    equivalent = equivalent_mutants()
-    stale = set(equivalent) - {k for r in res.values() for k in r}
+    marked = equivalent_mutants(equivalent)
+    stale = set(marked) - {k for r in res.values() for k in r}
+    rows = [(module, count(statuses, marked)) for module, statuses in res.items()]
     total: Counter = Counter()
-    rows = []
-    for module, statuses in res.items():
-        c = Counter(statuses.values())
-        c["equivalent"] = sum(1 for k, s in statuses.items() if s == "survived" and k in equivalent)
-        c["survived"] -= c["equivalent"]
+    for _, c in rows:
         total.update(c)
-        rows.append((module, c))
-    cols = ["mutants", "killed", "timeout", "survived", "no tests", "equivalent", "not checked"]
-    print("| module | " + " | ".join(cols) + " | killed share |")
-    print("| --- | " + " | ".join("---:" for _ in cols) + " | ---: |")
+    print("| module | " + " | ".join(COLUMNS) + " | killed share |")
+    print("| --- | " + " | ".join("---:" for _ in COLUMNS) + " | ---: |")
     for module, c in rows + [("**total**", total)]:
-        c["mutants"] = sum(len(s) for s in res.values()) if module == "**total**" else len(res[module])
-        # Mutants no selected test reaches count as not killed; equivalent ones and those not
-        # yet checked (a partial run) are left out.
-        counted = c["mutants"] - c["equivalent"] - c["not checked"] - c["skipped"]
+        # Mutants no selected test reaches, and crashed ones, count as not killed; equivalent
+        # ones and those not yet checked (a partial run) are left out.
+        counted = c["mutants"] - c["equivalent"] - c["not checked"]
         killed = c["killed"] + c["timeout"]
         share = f"{100 * killed / counted:.1f}%" if counted else "-"
-        print(f"| {module} | " + " | ".join(str(c[k]) for k in cols) + f" | {share} |")
+        print(f"| {module} | " + " | ".join(str(c[k]) for k in COLUMNS) + f" | {share} |")
     if stale:
-        print(f"\n{len(stale)} names in {EQUIVALENT.name} are not mutants of this run: {sorted(stale)[:5]}")
+        print(f"\n{len(stale)} names in {equivalent.name} are not mutants of this run: {sorted(stale)[:5]}")
     if args.survivors:
         print()
-        for module, statuses in res.items():
+        for statuses in res.values():
             for k, s in statuses.items():
-                if s in ("survived", "no tests") and k not in equivalent:
+                if s == "crashed" or (s in ("survived", "no tests") and k not in marked):
                     print(k)
     return 0
 

@@ -169,3 +169,30 @@ def test_under_mutmut_a_mutants_tests_run_fastest_first(tmp_path, monkeypatch):
         assert order(mutant) == names
     (tmp_path / "mutmut-stats.json").unlink()
     assert order("midtrain.data.packing.x_pack_segments__mutmut_3") == names
+
+
+def test_mutation_summary_accounts_for_every_mutant_whatever_its_exit_code(tmp_path, capsys):
+    """A worker killed by a signal (-9: SIGKILL, from the CPU limit's hard stop or the kernel)
+    or any exit code mutmut does not name is a verdict of its own, counted as not killed and
+    listed with the survivors; no mutant drops out of the table."""
+    from tests.mutation_summary import COLUMNS, main
+
+    codes = {"m.x_f__mutmut_1": 1, "m.x_f__mutmut_2": 0, "m.x_f__mutmut_3": -9, "m.x_f__mutmut_4": 36,
+             "m.x_f__mutmut_5": 0, "m.x_f__mutmut_6": 77, "m.x_f__mutmut_7": None}
+    meta = tmp_path / "mutants" / "src" / "m.py.meta"
+    meta.parent.mkdir(parents=True)
+    meta.write_text(json.dumps({"exit_code_by_key": codes}))
+    equivalent = tmp_path / "equivalent.txt"
+    equivalent.write_text("m.x_f__mutmut_5  # the same for every input\n")
+
+    assert main(["--survivors"], root=tmp_path, equivalent=equivalent) == 0
+    lines = capsys.readouterr().out.splitlines()
+    header = [c.strip() for c in lines[0].strip("|").split("|")]
+    assert header == ["module", *COLUMNS, "killed share"]
+    total = dict(zip(header, (c.strip() for c in lines[-5].strip("|").split("|"))))
+    assert total["module"] == "**total**"
+    assert {k: total[k] for k in COLUMNS} == {
+        "mutants": "7", "killed": "1", "timeout": "1", "survived": "1", "no tests": "0", "equivalent": "1",
+        "crashed": "2", "not checked": "1"}
+    assert total["killed share"] == "40.0%"  # (1 killed + 1 timeout) / (7 - 1 equivalent - 1 not checked)
+    assert lines[-4:] == ["", "m.x_f__mutmut_2", "m.x_f__mutmut_3", "m.x_f__mutmut_6"]
